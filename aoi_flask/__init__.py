@@ -1,0 +1,89 @@
+"""AOI Inference Agent: application factory."""
+
+import logging
+from types import SimpleNamespace
+
+from flask import Flask
+
+from . import models  # noqa: F401  (registers the tables with the metadata)
+from .config import Config
+from .errors import register_errorhandlers
+from .extensions import db, migrate
+from .services.results import Limits, ModelGate, ResultsService
+from .services.segformer import SegformerClient
+from .services.storage import MB, Storage
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config=Config, **overrides):
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config.from_object(config)
+    app.config.update(overrides)
+    configure_app(app)
+    register_extensions(app)
+    register_services(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def configure_app(app):
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BATCH_MB"] * MB
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if uri.startswith("mysql"):
+        options.setdefault("pool_pre_ping", True)
+        options.setdefault("pool_recycle", app.config["DB_POOL_RECYCLE"])
+        options.setdefault("pool_size", app.config["DB_POOL_SIZE"])
+        options.setdefault("max_overflow", app.config["DB_POOL_SIZE"])
+    elif uri.startswith("sqlite") and uri not in ("sqlite://", "sqlite:///:memory:"):
+        options.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def register_extensions(app):
+    db.init_app(app)
+    migrate.init_app(app, db, render_as_batch=True)
+
+
+def register_services(app):
+    config = app.config
+    storage = Storage(config["STORAGE_ROOT"])
+    storage.ensure_layout()
+    client = SegformerClient(
+        config["MODEL_SERVICE_URL"],
+        connect_timeout=config["MODEL_CONNECT_TIMEOUT"],
+        read_timeout=config["MODEL_READ_TIMEOUT"],
+        retries=config["MODEL_RETRIES"],
+        backoff=config["MODEL_RETRY_BACKOFF"],
+        info_ttl=config["MODEL_INFO_TTL"],
+        health_timeout=config["MODEL_HEALTH_TIMEOUT"],
+        retry_after=config["RETRY_AFTER_SECONDS"],
+    )
+    gate = ModelGate(config["MODEL_MAX_CONCURRENCY"], config["RETRY_AFTER_SECONDS"])
+    limits = Limits(
+        max_pixels=config["MAX_IMAGE_PIXELS"],
+        thumbnail_size=config["THUMBNAIL_SIZE"],
+        gate_wait=config["MODEL_GATE_WAIT"],
+    )
+    app.extensions["aoi"] = SimpleNamespace(
+        storage=storage,
+        client=client,
+        gate=gate,
+        results=ResultsService(storage, client, gate, limits),
+    )
+
+
+def register_blueprints(app):
+    from . import download, images, system, upload
+
+    for module in (system, upload, images, download):
+        app.register_blueprint(module.bp)
+
+
+def register_commands(app):
+    from .commands import aoi
+
+    app.cli.add_command(aoi)

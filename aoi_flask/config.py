@@ -1,0 +1,87 @@
+"""Configuration classes read from the environment (and `.env` when present)."""
+
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(BASE_DIR / ".env")
+
+
+def env_str(name, default):
+    return os.environ.get(name, default)
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+def env_float(name, default):
+    return float(os.environ.get(name, default))
+
+
+def env_bool(name, default):
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name, default=""):
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+class Config:
+    """Production defaults: embedded SQLite, model service on loopback."""
+
+    SQLALCHEMY_DATABASE_URI = env_str(
+        "AOI_DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'aoi.sqlite3'}"
+    )
+    SQLALCHEMY_ENGINE_OPTIONS = {}
+    DB_POOL_SIZE = env_int("AOI_DB_POOL_SIZE", 16)
+    DB_POOL_RECYCLE = env_int("AOI_DB_POOL_RECYCLE", 280)
+
+    MODEL_SERVICE_URL = env_str("AOI_MODEL_SERVICE_URL", "http://127.0.0.1:8080")
+    MODEL_CONNECT_TIMEOUT = env_float("AOI_MODEL_CONNECT_TIMEOUT", 3.0)
+    MODEL_READ_TIMEOUT = env_float("AOI_MODEL_READ_TIMEOUT", 120.0)
+    MODEL_RETRIES = env_int("AOI_MODEL_RETRIES", 2)
+    MODEL_RETRY_BACKOFF = env_float("AOI_MODEL_RETRY_BACKOFF", 0.5)
+    MODEL_INFO_TTL = env_float("AOI_MODEL_INFO_TTL", 30.0)
+    MODEL_HEALTH_TIMEOUT = env_float("AOI_MODEL_HEALTH_TIMEOUT", 2.0)
+    MODEL_MAX_CONCURRENCY = env_int("AOI_MODEL_MAX_CONCURRENCY", 4)
+    RETRY_AFTER_SECONDS = env_int("AOI_RETRY_AFTER_SECONDS", 30)
+    # How long a single upload waits for a free model slot before a 503 MODEL_BUSY.
+    MODEL_GATE_WAIT = env_float("AOI_MODEL_GATE_WAIT", 60.0)
+
+    BATCH_WORKERS = env_int("AOI_BATCH_WORKERS", 4)
+    MAX_BATCH_FILES = env_int("AOI_MAX_BATCH_FILES", 500)
+    MAX_UPLOAD_MB = env_int("AOI_MAX_UPLOAD_MB", 50)
+    MAX_BATCH_MB = env_int("AOI_MAX_BATCH_MB", 2048)
+    MAX_IMAGE_PIXELS = env_int("AOI_MAX_IMAGE_PIXELS", 100_000_000)
+
+    STORAGE_ROOT = env_str("AOI_STORAGE_ROOT", str(BASE_DIR))
+    THUMBNAIL_SIZE = env_int("AOI_THUMBNAIL_SIZE", 256)
+
+    API_KEYS = env_list("AOI_API_KEYS")
+    CORS_ORIGINS = env_list("AOI_CORS_ORIGINS")
+
+    HOST = env_str("AOI_HOST", "127.0.0.1")
+    PORT = env_int("AOI_PORT", 5000)
+    THREADS = env_int("AOI_THREADS", 8)
+    LOG_LEVEL = env_str("AOI_LOG_LEVEL", "INFO")
+    LOG_FORMAT = env_str("AOI_LOG_FORMAT", "text")
+
+    JSON_SORT_KEYS = False
+    SWAGGER_TITLE = "AOI Inference Agent API"
+
+
+class DevelopmentConfig(Config):
+    DEBUG = True
+
+
+class TestingConfig(Config):
+    TESTING = True
+    SQLALCHEMY_DATABASE_URI = env_str("AOI_TEST_DATABASE_URL", "sqlite://")
+    MODEL_RETRIES = 0
+    MODEL_RETRY_BACKOFF = 0.0
+    MODEL_READ_TIMEOUT = 10.0
+    API_KEYS = []
+    CORS_ORIGINS = []

@@ -1,0 +1,161 @@
+"""The results database: `images` 1──< `classes` 1──< `regions` (DATABASE_SCHEMA.md).
+
+Column names, types, nullability and index names follow the specified schema
+exactly; extension columns are additive and nullable.
+"""
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateIndex, DropIndex
+
+from .extensions import db
+
+# MySQL's plain FLOAT is single precision; FLOAT(53) stores doubles exactly.
+Double = db.Float(precision=53)
+
+CLASS_NAMES = {1: "PI_Particle", 2: "PR_Peeling", 3: "Copper_Nodule", 4: "Env_Particle"}
+CLASS_IDS = {name: class_id for class_id, name in CLASS_NAMES.items()}
+
+
+class Image(db.Model):
+    __tablename__ = "images"
+
+    img_unique_id = db.Column(db.String(255), primary_key=True)
+    image_height = db.Column(db.Integer, nullable=False)
+    image_width = db.Column(db.Integer, nullable=False)
+    processing_time_seconds = db.Column(Double, nullable=False)
+    timestamp = db.Column(db.DateTime, nullable=False)
+    input_image_path = db.Column(db.String(500), nullable=False)
+    result_image_1_path = db.Column(db.String(500))  # combined
+    result_image_2_path = db.Column(db.String(500))  # mask
+    result_image_3_path = db.Column(db.String(500))  # overlay
+    created_at = db.Column(db.DateTime, server_default=db.func.current_timestamp())
+
+    # Extensions (additive, nullable).
+    original_filename = db.Column(db.String(500))
+    model_name = db.Column(db.String(255))
+    batch_id = db.Column(db.String(64))
+    analysis_json_path = db.Column(db.String(500))
+    thumbnail_path = db.Column(db.String(500))
+    total_defects = db.Column(db.Integer)
+
+    classes = db.relationship(
+        "DefectClass",
+        back_populates="image",
+        order_by="DefectClass.class_id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    __table_args__ = (db.Index("idx_timestamp", "timestamp"),)
+
+
+class DefectClass(db.Model):
+    __tablename__ = "classes"
+
+    class_unique_id = db.Column(db.String(255), primary_key=True)
+    img_unique_id = db.Column(
+        db.String(255),
+        db.ForeignKey("images.img_unique_id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    class_id = db.Column(db.Integer, nullable=False)
+    class_name = db.Column(db.String(100), nullable=False)
+    total_regions = db.Column(db.Integer, nullable=False)
+    total_area_pixels = db.Column(db.Integer, nullable=False)
+    created_at = db.Column(db.DateTime, server_default=db.func.current_timestamp())
+
+    image = db.relationship("Image", back_populates="classes")
+    regions = db.relationship(
+        "Region",
+        back_populates="defect_class",
+        order_by="Region.region_id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    __table_args__ = (
+        db.Index("idx_img_id", "img_unique_id"),
+        db.Index("idx_class_id", "class_id"),
+    )
+
+
+class Region(db.Model):
+    __tablename__ = "regions"
+
+    region_unique_id = db.Column(db.String(255), primary_key=True)
+    class_unique_id = db.Column(
+        db.String(255),
+        db.ForeignKey("classes.class_unique_id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    img_unique_id = db.Column(
+        db.String(255),
+        db.ForeignKey("images.img_unique_id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    region_id = db.Column(db.Integer, nullable=False)
+    centroid_x = db.Column(Double, nullable=False)
+    centroid_y = db.Column(Double, nullable=False)
+    bbox_x = db.Column(db.Integer, nullable=False)
+    bbox_y = db.Column(db.Integer, nullable=False)
+    bbox_width = db.Column(db.Integer, nullable=False)
+    bbox_height = db.Column(db.Integer, nullable=False)
+    area_pixels = db.Column(db.Integer, nullable=False)
+    perimeter = db.Column(Double, nullable=False)
+    major_axis = db.Column(Double, nullable=False)
+    minor_axis = db.Column(Double, nullable=False)
+    circularity = db.Column(Double, nullable=False)
+    aspect_ratio = db.Column(Double, nullable=False)
+    created_at = db.Column(db.DateTime, server_default=db.func.current_timestamp())
+
+    defect_class = db.relationship("DefectClass", back_populates="regions")
+
+    __table_args__ = (
+        db.Index("idx_class_id", "class_unique_id"),
+        db.Index("idx_img_id", "img_unique_id"),
+        db.Index("idx_region_id", "region_id"),
+    )
+
+
+def sqlite_index_name(index):
+    """SQLite index names are global; the spec's names repeat across tables."""
+    name = index.name
+    if name.startswith("idx_"):
+        return f"{index.table.name}_{name}"
+    return name
+
+
+def _with_sqlite_name(element, compiler, visit, **kw):
+    index = element.element
+    original = index.name
+    index.name = sqlite_index_name(index)
+    try:
+        return visit(element, **kw)
+    finally:
+        index.name = original
+
+
+@compiles(CreateIndex, "sqlite")
+def _create_index_sqlite(element, compiler, **kw):
+    return _with_sqlite_name(element, compiler, compiler.visit_create_index, **kw)
+
+
+@compiles(DropIndex, "sqlite")
+def _drop_index_sqlite(element, compiler, **kw):
+    return _with_sqlite_name(element, compiler, compiler.visit_drop_index, **kw)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """Without PRAGMA foreign_keys SQLite silently ignores ON DELETE CASCADE."""
+    import sqlite3
+
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()

@@ -1,0 +1,293 @@
+"""Analysing one image and keeping its results: files first, then one transaction.
+
+Order of work for one image: check the bytes, call the model (nothing written
+yet), write the result files atomically, then insert the image, its four class
+rows and all regions in one transaction. If anything after the first write
+fails, everything written for the image is removed again.
+"""
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from ..errors import ApiError, NotFound, ServiceUnavailable
+from ..extensions import db
+from ..models import CLASS_NAMES, DefectClass, Image, Region
+from .imaging import MIME_TYPES, check_image, disk_name, display_name
+from .segformer import CLASS_KEY
+from .storage import StorageError, utc_now
+
+log = logging.getLogger(__name__)
+
+
+class ModelGate:
+    """One process-wide cap on concurrent model calls, shared by every caller."""
+
+    def __init__(self, limit, retry_after):
+        self.limit = limit
+        self.retry_after = retry_after
+        self._semaphore = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self.active = 0
+
+    def __call__(self, wait=None):
+        return _GateSlot(self, wait)
+
+
+class _GateSlot:
+    def __init__(self, gate, wait):
+        self.gate, self.wait = gate, wait
+
+    def __enter__(self):
+        if not self.gate._semaphore.acquire(timeout=self.wait):
+            raise ServiceUnavailable(
+                f"All {self.gate.limit} model slots are busy. Try again shortly, or send "
+                "many images as one batch (POST /upload/batch), which queues them.",
+                code="MODEL_BUSY",
+                headers={"Retry-After": self.gate.retry_after},
+            )
+        with self.gate._lock:
+            self.gate.active += 1
+
+    def __exit__(self, *exc):
+        with self.gate._lock:
+            self.gate.active -= 1
+        self.gate._semaphore.release()
+
+
+@dataclass
+class StoredResult:
+    image: Image
+    answer: object  # the validated ModelAnswer
+
+
+@dataclass
+class Limits:
+    max_pixels: int
+    thumbnail_size: int
+    gate_wait: float | None = None
+
+
+class ResultsService:
+    def __init__(self, storage, client, gate, limits):
+        self.storage = storage
+        self.client = client
+        self.gate = gate
+        self.limits = limits
+
+    def analyse_upload(self, data, filename, *, batch_id=None, input_relpath=None):
+        """Analyse an image and store everything; returns the stored Image row.
+
+        For a single upload (`input_relpath` None) nothing at all is left behind
+        on failure. A batch passes the input it already saved, which is kept.
+        """
+        checked = check_image(
+            data, max_pixels=self.limits.max_pixels, thumbnail_size=self.limits.thumbnail_size
+        )
+        with self.gate(self.limits.gate_wait if batch_id is None else None):
+            answer = self.client.analyse(
+                data, f"upload.{checked.extension}", MIME_TYPES[checked.format]
+            )
+        model_name = self.client.model_label()
+        image = self._store(data, filename, checked, answer, model_name, batch_id, input_relpath)
+        return StoredResult(image, answer)
+
+    def _store(self, data, filename, checked, answer, model_name, batch_id, input_relpath):
+        moment = utc_now()
+        img_id, result_dir = self.storage.reserve_result_dir(moment)
+        written = [result_dir]
+        try:
+            if input_relpath is None:
+                input_relpath = self.storage.input_relpath(
+                    moment, img_id, disk_name(filename, checked.extension)
+                )
+                self.storage.write_atomic(input_relpath, data)
+                written.append(input_relpath)
+            paths = self._write_results(result_dir, answer, checked.thumbnail)
+            image = build_rows(
+                img_id,
+                moment,
+                answer,
+                paths,
+                input_relpath,
+                display_name(filename),
+                model_name,
+                batch_id,
+            )
+            commit_image(image)
+            return image
+        except BaseException:
+            self.storage.remove(*written)
+            raise
+
+    def _write_results(self, result_dir, answer, thumbnail):
+        files = {
+            "combined": answer.images["combined"],
+            "mask": answer.images["mask"],
+            "overlay": answer.images["overlay"],
+        }
+        paths = {}
+        try:
+            for name, content in files.items():
+                paths[name] = self.storage.write_atomic(f"{result_dir}/{name}.png", content)
+            paths["json"] = self.storage.write_atomic(
+                f"{result_dir}/analysis.json", analysis_bytes(answer.analysis)
+            )
+            paths["thumbnail"] = self.storage.write_atomic(f"{result_dir}/thumbnail.jpg", thumbnail)
+        except OSError as exc:
+            raise StorageError(
+                f"The results could not be written to disk ({exc.strerror or exc}). Check "
+                "free space and permissions of the storage folder; nothing was stored.",
+            ) from None
+        return paths
+
+    def delete(self, img_id):
+        image = get_image(img_id)
+        paths = [*image_paths(image), result_dir_of(image)]
+        db.session.delete(image)
+        commit_or_raise()
+        self.storage.remove(*paths)
+
+
+def analysis_bytes(analysis):
+    """The analysis as the model sent it: json round-trips floats exactly."""
+    return json.dumps(analysis, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+def build_rows(img_id, moment, answer, paths, input_relpath, original_name, model_name, batch_id):
+    image = Image(
+        img_unique_id=img_id,
+        image_height=answer.height,
+        image_width=answer.width,
+        processing_time_seconds=answer.processing_time,
+        timestamp=moment,
+        input_image_path=input_relpath,
+        result_image_1_path=paths["combined"],
+        result_image_2_path=paths["mask"],
+        result_image_3_path=paths["overlay"],
+        analysis_json_path=paths["json"],
+        thumbnail_path=paths["thumbnail"],
+        original_filename=original_name,
+        model_name=model_name,
+        batch_id=batch_id,
+        total_defects=answer.total_defects,
+    )
+    classes = {}
+    for key, item in answer.analysis["classes"].items():
+        classes[item["class_id"]] = build_class(img_id, CLASS_KEY.match(key).group(2), item)
+    for class_id, name in CLASS_NAMES.items():
+        classes.setdefault(
+            class_id,
+            build_class(
+                img_id,
+                name,
+                {"class_id": class_id, "total_regions": 0, "total_area_pixels": 0, "regions": []},
+            ),
+        )
+    image.classes = [classes[class_id] for class_id in sorted(classes)]
+    return image
+
+
+def build_class(img_id, name, item):
+    class_unique_id = f"{img_id}_{item['class_id']}"
+    defect_class = DefectClass(
+        class_unique_id=class_unique_id,
+        img_unique_id=img_id,
+        class_id=item["class_id"],
+        class_name=name,
+        total_regions=item["total_regions"],
+        total_area_pixels=item["total_area_pixels"],
+    )
+    defect_class.regions = [
+        Region(
+            region_unique_id=f"{class_unique_id}_{region['region_id']}",
+            class_unique_id=class_unique_id,
+            img_unique_id=img_id,
+            region_id=region["region_id"],
+            centroid_x=region["centroid"]["x"],
+            centroid_y=region["centroid"]["y"],
+            bbox_x=region["bounding_box"]["x"],
+            bbox_y=region["bounding_box"]["y"],
+            bbox_width=region["bounding_box"]["width"],
+            bbox_height=region["bounding_box"]["height"],
+            area_pixels=region["area_pixels"],
+            perimeter=region["perimeter"],
+            major_axis=region["major_axis"],
+            minor_axis=region["minor_axis"],
+            circularity=region["circularity"],
+            aspect_ratio=region["aspect_ratio"],
+        )
+        for region in item["regions"]
+    ]
+    return defect_class
+
+
+def commit_image(image):
+    db.session.add(image)
+    commit_or_raise()
+
+
+def commit_or_raise():
+    try:
+        db.session.commit()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        log.exception("database write failed")
+        raise database_error(exc) from None
+
+
+def database_error(exc):
+    if isinstance(exc, OperationalError):
+        return ServiceUnavailable(
+            "The database is not reachable right now; nothing was stored. Try again in a "
+            "moment; if it persists, check the database server (see /health).",
+            code="DATABASE_UNAVAILABLE",
+            headers={"Retry-After": 10},
+        )
+    return ApiError(
+        "The database refused the write; nothing was stored. Try again; if it persists, "
+        "report it with the time of the request.",
+        code="DATABASE_ERROR",
+        status=500,
+    )
+
+
+def get_image(img_id):
+    image = db.session.get(Image, img_id)
+    if image is None:
+        raise NotFound(
+            f"No image with id {img_id!r}. Check the id, or list images with GET /images.",
+            code="IMAGE_NOT_FOUND",
+        )
+    return image
+
+
+def image_paths(image):
+    return [
+        image.input_image_path,
+        image.result_image_1_path,
+        image.result_image_2_path,
+        image.result_image_3_path,
+        image.analysis_json_path,
+        image.thumbnail_path,
+    ]
+
+
+def result_dir_of(image):
+    path = image.result_image_1_path or image.analysis_json_path
+    return path.rsplit("/", 1)[0] if path else None
+
+
+def regions_of(img_id, class_name=None):
+    query = (
+        select(DefectClass)
+        .where(DefectClass.img_unique_id == img_id)
+        .order_by(DefectClass.class_id)
+    )
+    if class_name:
+        query = query.where(DefectClass.class_name == class_name)
+    return db.session.scalars(query).all()

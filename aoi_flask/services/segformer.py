@@ -1,0 +1,343 @@
+"""Client for the external SegFormer model service (SEGFORMER_SERVICE.md, SPEC §4).
+
+Every answer is validated completely before anything is stored, so a model
+that answers garbage can never leave a half-stored result behind.
+"""
+
+import base64
+import binascii
+import io
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+from PIL import Image
+
+from ..errors import ApiError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = {502, 503, 504}
+CLASS_KEY = re.compile(r"^(\d+)_(\w+)$")
+REGION_FLOATS = ("perimeter", "major_axis", "minor_axis", "circularity", "aspect_ratio")
+RESULT_IMAGES = {"combined": "combined_image", "mask": "mask_image", "overlay": "overlay_image"}
+
+
+class ModelServiceError(ApiError):
+    status = 502
+    code = "MODEL_ERROR"
+
+
+class ModelUnavailable(ModelServiceError):
+    status = 503
+    code = "MODEL_UNAVAILABLE"
+
+
+class ModelNotLoaded(ModelServiceError):
+    status = 503
+    code = "MODEL_NOT_LOADED"
+
+
+class ModelTimeout(ModelServiceError):
+    status = 504
+    code = "MODEL_TIMEOUT"
+
+
+class ModelBadResponse(ModelServiceError):
+    status = 502
+    code = "MODEL_BAD_RESPONSE"
+
+
+@dataclass
+class ModelAnswer:
+    """A validated answer: decoded PNGs, the analysis dict, and its timing."""
+
+    analysis: dict
+    images: dict  # combined / mask / overlay -> PNG bytes
+    processing_time: float
+    total_defects: int
+    width: int
+    height: int
+    elapsed: float  # wall time of the HTTP exchange, seconds
+
+
+def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def all_ints(mapping, keys):
+    return isinstance(mapping, dict) and all(is_int(mapping.get(key)) for key in keys)
+
+
+def all_numbers(mapping, keys):
+    return isinstance(mapping, dict) and all(is_number(mapping.get(key)) for key in keys)
+
+
+class SegformerClient:
+    def __init__(
+        self,
+        base_url,
+        *,
+        connect_timeout=3.0,
+        read_timeout=120.0,
+        retries=2,
+        backoff=0.5,
+        info_ttl=30.0,
+        health_timeout=2.0,
+        retry_after=30,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.retries = retries
+        self.backoff = backoff
+        self.info_ttl = info_ttl
+        self.health_timeout = health_timeout
+        self.retry_after = retry_after
+        self._local = threading.local()
+        self._info = None
+        self._info_time = 0.0
+        self._info_lock = threading.Lock()
+
+    @property
+    def session(self):
+        """One Session per thread: connection reuse without sharing a pool across threads."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    # -- analysis ---------------------------------------------------------------
+
+    def analyse(self, data, filename, mime_type):
+        started = time.monotonic()
+        response = self._post_with_retries(data, filename, mime_type)
+        answer = self._validate(response)
+        answer.elapsed = time.monotonic() - started
+        log.info(
+            "model call %s: %s in %.3fs (model %.3fs)",
+            filename,
+            response.status_code,
+            answer.elapsed,
+            answer.processing_time,
+        )
+        return answer
+
+    def _post_with_retries(self, data, filename, mime_type):
+        url = f"{self.base_url}/upload"
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self.session.post(
+                    url, files={"image": (filename, data, mime_type)}, timeout=self.timeout
+                )
+            except requests.Timeout as exc:
+                if last:
+                    raise self._timeout_error(exc) from None
+            except requests.RequestException as exc:
+                if last:
+                    raise self._unreachable_error(exc) from None
+            else:
+                if response.status_code not in RETRY_STATUSES or last:
+                    return response
+            self._drop_session()
+            time.sleep(self.backoff * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def _drop_session(self):
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
+
+    def _timeout_error(self, exc):
+        kind = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
+        if kind == "connect":
+            return self._unreachable_error(exc)
+        return ModelTimeout(
+            f"The model service did not answer within {self.timeout[1]:g} s "
+            f"(after {self.retries + 1} attempt(s)). It may be overloaded; try again later "
+            "or raise AOI_MODEL_READ_TIMEOUT.",
+            details={"model_service_url": self.base_url},
+        )
+
+    def _unreachable_error(self, exc):
+        log.warning("model service unreachable: %s", exc)
+        return ModelUnavailable(
+            f"The model service at {self.base_url} cannot be reached "
+            f"(after {self.retries + 1} attempt(s)). Check that it is running and that "
+            "AOI_MODEL_SERVICE_URL points to it, then try again.",
+            details={"model_service_url": self.base_url, "reason": type(exc).__name__},
+            headers={"Retry-After": self.retry_after},
+        )
+
+    def _validate(self, response):
+        status = response.status_code
+        body = self._json_or_none(response)
+        if status == 503:
+            raise ModelNotLoaded(
+                "The model service has no model loaded (it may be starting or switching "
+                "models). Try again in a minute.",
+                details={"model_service_error": _error_text(body)},
+                headers={"Retry-After": self.retry_after},
+            )
+        if status != 200:
+            raise ModelServiceError(
+                f"The model service answered HTTP {status}: {_error_text(body) or 'no message'}. "
+                "Check the image, or the model service's log if it persists.",
+                details={"model_status": status, "model_service_error": _error_text(body)},
+            )
+        if not isinstance(body, dict):
+            raise bad_response("the answer is not a JSON object")
+        if body.get("success") is not True:
+            raise bad_response(f"success is not true ({_error_text(body) or 'no message'})")
+        images = {name: decode_png(body.get(field), field) for name, field in RESULT_IMAGES.items()}
+        analysis = body.get("analysis_results")
+        width, height = validate_analysis(analysis)
+        total = sum(item["total_regions"] for item in analysis["classes"].values())
+        timing = body.get("processing_time")
+        if not is_number(timing):
+            timing = analysis.get("performance", {}).get("processing_time_seconds")
+        if not is_number(timing):
+            raise bad_response("processing_time is missing")
+        return ModelAnswer(analysis, images, float(timing), total, width, height, 0.0)
+
+    @staticmethod
+    def _json_or_none(response):
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+    # -- service information -------------------------------------------------------
+
+    def current_model(self):
+        """The model's identity, cached for `info_ttl` seconds; None when unknown."""
+        with self._info_lock:
+            if self._info is not None and time.monotonic() - self._info_time < self.info_ttl:
+                return self._info
+        info = self._get_json("/api/model/current")
+        if info is not None and info.get("success") is not False:
+            with self._info_lock:
+                self._info, self._info_time = info, time.monotonic()
+        return info
+
+    def model_label(self):
+        info = self.current_model() or {}
+        return info.get("model_name") or info.get("current_model")
+
+    def health(self):
+        """The service's /health plus the round-trip latency, or why it failed."""
+        started = time.monotonic()
+        try:
+            response = self.session.get(
+                f"{self.base_url}/health", timeout=(self.health_timeout, self.health_timeout)
+            )
+            body = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            return {"reachable": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {
+            "reachable": response.ok,
+            "latency_ms": round((time.monotonic() - started) * 1000, 1),
+            "body": body if isinstance(body, dict) else {},
+        }
+
+    def _get_json(self, path):
+        try:
+            response = self.session.get(
+                f"{self.base_url}{path}", timeout=(self.health_timeout, self.health_timeout)
+            )
+            body = response.json()
+        except (requests.RequestException, ValueError):
+            return None
+        return body if isinstance(body, dict) and response.ok else None
+
+
+def bad_response(reason):
+    return ModelBadResponse(
+        f"The model service sent an answer the agent cannot use: {reason}. Nothing was "
+        "stored. Try again; if it persists, check the model service.",
+        details={"reason": reason},
+    )
+
+
+def _error_text(body):
+    if isinstance(body, dict):
+        return str(body.get("error") or "")[:500]
+    return ""
+
+
+def decode_png(value, field):
+    if not isinstance(value, str) or not value:
+        raise bad_response(f"{field} is missing")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_response(f"{field} is not valid base64") from None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "PNG":
+                raise OSError("not a PNG")
+            image.load()
+    except Exception:
+        raise bad_response(f"{field} is not a complete PNG image") from None
+    return data
+
+
+def validate_analysis(analysis):
+    """Check the structure the database needs; returns (width, height)."""
+    if not isinstance(analysis, dict):
+        raise bad_response("analysis_results is missing")
+    shape = analysis.get("image_shape")
+    if not all_ints(shape, ("width", "height")):
+        raise bad_response("analysis_results.image_shape needs integer width and height")
+    classes = analysis.get("classes")
+    if not isinstance(classes, dict) or not classes:
+        raise bad_response("analysis_results.classes is missing")
+    seen = set()
+    for key, item in classes.items():
+        class_id = validate_class(key, item)
+        if class_id in seen:
+            raise bad_response(f"class id {class_id} appears twice")
+        seen.add(class_id)
+    return shape["width"], shape["height"]
+
+
+def validate_class(key, item):
+    match = CLASS_KEY.match(key)
+    if not match or not isinstance(item, dict):
+        raise bad_response(f"class key {key!r} is not '<id>_<name>'")
+    fields = ("class_id", "total_regions", "total_area_pixels")
+    if not all_ints(item, fields):
+        raise bad_response(f"class {key} needs integer {', '.join(fields)}")
+    if item["class_id"] != int(match.group(1)):
+        raise bad_response(f"class {key} has class_id {item['class_id']}")
+    regions = item.get("regions")
+    if not isinstance(regions, list) or len(regions) != item["total_regions"]:
+        raise bad_response(f"class {key} lists a different number of regions than total_regions")
+    for region in regions:
+        validate_region(key, region)
+    return item["class_id"]
+
+
+def validate_region(key, region):
+    problem = None
+    if not isinstance(region, dict):
+        problem = "is not an object"
+    elif not all_ints(region, ("region_id", "area_pixels")):
+        problem = "needs integer region_id and area_pixels"
+    elif not all_numbers(region.get("centroid"), ("x", "y")):
+        problem = "needs numeric centroid x and y"
+    elif not all_ints(region.get("bounding_box"), ("x", "y", "width", "height")):
+        problem = "needs an integer bounding_box"
+    elif not all_numbers(region, REGION_FLOATS):
+        problem = f"needs finite numbers for {', '.join(REGION_FLOATS)}"
+    if problem:
+        raise bad_response(f"a region of class {key} {problem}")

@@ -1,0 +1,107 @@
+"""Files on disk: inputs under `uploads/`, results under `results/`, atomic writes.
+
+Paths in the database are relative to the storage root (POSIX separators), so
+the data folder can move; a stored path is resolved and checked to lie inside
+the root before it is ever read.
+"""
+
+import os
+import secrets
+import shutil
+import string
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import ApiError
+
+MB = 1024 * 1024
+ID_ALPHABET = string.ascii_uppercase + string.digits
+RESULT_FILES = ("combined.png", "mask.png", "overlay.png", "analysis.json", "thumbnail.jpg")
+
+
+class StorageError(ApiError):
+    status = 507
+    code = "STORAGE_ERROR"
+
+
+def utc_now():
+    return datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+
+
+def new_image_id(moment):
+    suffix = "".join(secrets.choice(ID_ALPHABET) for _ in range(6))
+    return f"{moment:%Y%m%d_%H%M%S}_{suffix}"
+
+
+class Storage:
+    def __init__(self, root):
+        self.root = Path(root).resolve()
+
+    def path(self, relpath):
+        """The absolute path of a stored relative path; never outside the root."""
+        if not relpath:
+            raise FileNotFoundError("no path stored")
+        candidate = (self.root / relpath).resolve()
+        if candidate != self.root and self.root not in candidate.parents:
+            raise FileNotFoundError(f"{relpath!r} is outside the storage root")
+        return candidate
+
+    def relative(self, path):
+        return Path(path).relative_to(self.root).as_posix()
+
+    def reserve_result_dir(self, moment):
+        """Pick an image id and claim its result folder; mkdir is atomic, so two
+        workers (threads or processes) can never get the same id."""
+        day_dir = self.root / "results" / f"{moment:%Y%m%d}"
+        day_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            img_id = new_image_id(moment)
+            try:
+                (day_dir / img_id).mkdir()
+            except FileExistsError:
+                continue
+            return img_id, self.relative(day_dir / img_id)
+
+    def input_relpath(self, moment, img_id, name):
+        return f"uploads/{moment:%Y%m%d}/{img_id}_{name}"
+
+    def write_atomic(self, relpath, data):
+        target = self.path(relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return relpath
+
+    def remove(self, *relpaths):
+        for relpath in relpaths:
+            if not relpath:
+                continue
+            try:
+                target = self.path(relpath)
+            except FileNotFoundError:
+                continue
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+    def size(self, relpath):
+        return self.path(relpath).stat().st_size
+
+    def writable(self):
+        probe = self.root / "results"
+        return probe.is_dir() and os.access(probe, os.W_OK)
+
+    def free_bytes(self):
+        return shutil.disk_usage(self.root).free
+
+    def ensure_layout(self):
+        for folder in ("uploads", "results"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)

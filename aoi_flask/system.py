@@ -1,0 +1,80 @@
+"""System group: health of the agent and of everything it depends on."""
+
+import time
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import text
+
+from .extensions import db, services
+
+bp = Blueprint("system", __name__)
+STARTED = time.monotonic()
+
+
+def database_health():
+    started = time.monotonic()
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception as exc:  # any driver error means "not reachable"
+        db.session.rollback()
+        return {"reachable": False, "backend": db.engine.dialect.name, "error": str(exc)[:300]}
+    return {
+        "reachable": True,
+        "backend": db.engine.dialect.name,
+        "latency_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+
+
+def model_service_health():
+    client = services().client
+    probe = client.health()
+    body = probe.pop("body", {})
+    info = client.current_model() if probe["reachable"] else None
+    system = str(body.get("system", ""))
+    return {
+        "url": client.base_url,
+        **probe,
+        "model_loaded": bool(body.get("model_loaded")),
+        "device": body.get("device"),
+        "model_name": (info or {}).get("model_name"),
+        "current_model": (info or {}).get("current_model"),
+        "simulator": bool(body.get("simulator")) or "simulator" in system.lower(),
+        "active_calls": services().gate.active,
+        "max_concurrent_calls": services().gate.limit,
+    }
+
+
+def storage_health():
+    storage = services().storage
+    try:
+        free = storage.free_bytes()
+    except OSError:
+        free = None
+    return {"writable": storage.writable(), "free_bytes": free}
+
+
+@bp.get("/health")
+def health():
+    database = database_health()
+    model = model_service_health()
+    storage = storage_health()
+    if not database["reachable"]:
+        status = "down"
+    elif not (model["reachable"] and model["model_loaded"] and storage["writable"]):
+        status = "degraded"
+    else:
+        status = "ok"
+    body = {
+        "status": status,
+        "service": "aoi-inference-agent",
+        "uptime_seconds": round(time.monotonic() - STARTED, 1),
+        "limits": {
+            "max_upload_mb": current_app.config["MAX_UPLOAD_MB"],
+            "max_batch_files": current_app.config["MAX_BATCH_FILES"],
+            "supported_formats": ["jpeg", "png", "tiff", "bmp"],
+        },
+        "database": database,
+        "model_service": model,
+        "storage": storage,
+    }
+    return jsonify(body), 503 if status == "down" else 200

@@ -1,0 +1,103 @@
+"""Start the AOI Inference Agent.
+
+python run.py            waitress, settings from the environment / .env
+python run.py --demo     also start the bundled model-service simulator
+python run.py --dev      Flask's debug server instead of waitress
+"""
+
+import argparse
+import atexit
+import logging
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from aoi_flask import create_app
+from aoi_flask.config import Config, DevelopmentConfig
+from aoi_flask.services.storage import MB
+
+log = logging.getLogger("aoi_flask.run")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="AOI Inference Agent")
+    parser.add_argument("--demo", action="store_true", help="start the model-service simulator")
+    parser.add_argument(
+        "--dev", action="store_true", help="Flask debug server (not for production)"
+    )
+    parser.add_argument("--host", default=Config.HOST)
+    parser.add_argument("--port", type=int, default=Config.PORT)
+    parser.add_argument("--threads", type=int, default=Config.THREADS)
+    return parser.parse_args(argv)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_simulator():
+    """The simulator runs in its own process, as the real model service would."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aoi_flask.simulator", "--host", "127.0.0.1", "--port", str(port)]
+    )
+    atexit.register(process.terminate)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(f"{url}/health", timeout=1)
+            return url
+        except requests.RequestException:
+            if process.poll() is not None:
+                sys.exit("the model-service simulator failed to start")
+            time.sleep(0.1)
+    sys.exit("the model-service simulator did not answer within 10 s")
+
+
+def prepare_database(app):
+    """The embedded SQLite database is created and migrated on start."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return
+    from flask_migrate import upgrade
+
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    with app.app_context():
+        upgrade(directory=str(Path(__file__).parent / "migrations"))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    overrides = {}
+    if args.demo:
+        overrides["MODEL_SERVICE_URL"] = start_simulator()
+    app = create_app(DevelopmentConfig if args.dev else Config, **overrides)
+    prepare_database(app)
+    print(
+        f"AOI Inference Agent on http://{args.host}:{args.port}/ "
+        f"(model service {app.config['MODEL_SERVICE_URL']}"
+        f"{', simulator' if args.demo else ''}; API docs at /apidocs)",
+        flush=True,
+    )
+    if args.dev:
+        app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+        return
+    from waitress import serve
+
+    serve(
+        app,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        # Refuse oversize bodies before waitress buffers them (batch limit plus form overhead).
+        max_request_body_size=app.config["MAX_BATCH_MB"] * MB + 16 * MB,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Run the whole test suite twice: on SQLite, then on MariaDB/MySQL.
+# Prepares a fresh machine first: Python packages, a running MariaDB server
+# (started, or installed from Debian's packages and started) and a test database.
+#
+#   AOI_TEST_MYSQL_URL  the MariaDB/MySQL database to test against
+#                       (default mysql+pymysql://root@127.0.0.1:3306/aoi_test?charset=utf8mb4)
+#   extra arguments are passed to pytest, e.g. scripts/test.sh -k upload
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+MYSQL_URL=${AOI_TEST_MYSQL_URL:-mysql+pymysql://root@127.0.0.1:3306/aoi_test?charset=utf8mb4}
+REPORTS=test-reports
+
+log() { printf '\n==> %s\n' "$*"; }
+
+install_packages() {
+  log "installing Python packages (requirements-dev.txt)"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+}
+
+mariadb_answers() {
+  "$PYTHON" - "$MYSQL_URL" <<'PY' >/dev/null 2>&1
+import sys
+from sqlalchemy.engine import make_url
+import pymysql
+url = make_url(sys.argv[1])
+pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
+                password=url.password or "", connect_timeout=2).close()
+PY
+}
+
+ensure_mariadb() {
+  if mariadb_answers; then return; fi
+  if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
+    log "installing MariaDB (Debian package mariadb-server)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null
+  fi
+  log "starting MariaDB"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  if command -v start-stop-daemon >/dev/null; then
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  else
+    nohup /usr/sbin/mariadbd --user=mysql >/dev/null 2>&1 &
+  fi
+  for _ in $(seq 60); do
+    if mariadb_answers; then return; fi
+    # A fresh Debian install lets root in through the socket only: allow TCP with no password.
+    mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket \
+      OR mysql_native_password USING PASSWORD('')" >/dev/null 2>&1 || true
+    sleep 1
+  done
+  echo "MariaDB did not start within 60 s" >&2
+  exit 1
+}
+
+create_test_database() {
+  "$PYTHON" - "$MYSQL_URL" <<'PY'
+import sys
+from sqlalchemy.engine import make_url
+import pymysql
+url = make_url(sys.argv[1])
+conn = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
+                       password=url.password or "")
+with conn.cursor() as cursor:
+    cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{url.database}` CHARACTER SET utf8mb4")
+conn.close()
+PY
+}
+
+run_suite() {
+  local name=$1
+  shift
+  log "test suite on $name"
+  "$@" "$PYTHON" -m pytest -q -p no:cacheprovider --junitxml="$REPORTS/$name.xml" "${PYTEST_ARGS[@]}"
+}
+
+PYTEST_ARGS=("$@")
+install_packages
+ensure_mariadb
+create_test_database
+rm -rf "$REPORTS" && mkdir -p "$REPORTS"
+
+status=0
+run_suite sqlite env -u AOI_TEST_DATABASE_URL || status=1
+run_suite mariadb env AOI_TEST_DATABASE_URL="$MYSQL_URL" || status=1
+
+"$PYTHON" scripts/test_summary.py "$REPORTS"/sqlite.xml "$REPORTS"/mariadb.xml || status=1
+exit $status

@@ -1,0 +1,192 @@
+"""Shared fixtures. The suite runs on SQLite by default and on MariaDB/MySQL when
+AOI_TEST_DATABASE_URL names one (scripts/test.sh runs both)."""
+
+import base64
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask_migrate import upgrade
+from helpers import png_bytes
+from PIL import Image
+from sqlalchemy import text
+
+from aoi_flask import create_app
+from aoi_flask.config import TestingConfig
+from aoi_flask.extensions import db
+
+DATA = Path(__file__).parent / "data"
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
+DATABASE_URL = os.environ.get("AOI_TEST_DATABASE_URL", "")
+ON_MYSQL = DATABASE_URL.startswith("mysql")
+MODEL_URL = "http://127.0.0.1:18080"
+TABLES = ("regions", "classes", "images")
+
+
+def pytest_report_header(config):
+    return f"database backend: {'MariaDB/MySQL' if ON_MYSQL else 'SQLite'}"
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory):
+    """Migrate once per session; each test then gets a fresh copy (SQLite) or
+    emptied tables (MariaDB)."""
+    if ON_MYSQL:
+        url = DATABASE_URL
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'template.sqlite3'}"
+    app = create_app(
+        TestingConfig,
+        SQLALCHEMY_DATABASE_URI=url,
+        STORAGE_ROOT=str(tmp_path_factory.mktemp("unused-storage")),
+    )
+    with app.app_context():
+        if ON_MYSQL:
+            drop_all_tables()
+        upgrade(directory=str(MIGRATIONS))
+        db.engine.dispose()
+    return url
+
+
+def drop_all_tables():
+    with db.engine.begin() as conn:
+        conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+        for (name,) in conn.execute(text("SHOW TABLES")).fetchall():
+            conn.execute(text(f"DROP TABLE `{name}`"))
+        conn.execute(text("SET FOREIGN_KEY_CHECKS=1"))
+
+
+def fresh_database_url(migrated_database, tmp_path):
+    if ON_MYSQL:
+        return migrated_database
+    template = Path(migrated_database.removeprefix("sqlite:///"))
+    target = tmp_path / "aoi.sqlite3"
+    shutil.copy(template, target)
+    return f"sqlite:///{target}"
+
+
+def empty_tables():
+    with db.engine.begin() as conn:
+        for table in TABLES:
+            conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def storage_root(tmp_path):
+    return tmp_path / "storage"
+
+
+@pytest.fixture
+def make_app(migrated_database, tmp_path, storage_root):
+    """Build an app on a fresh database; settings may be overridden per test."""
+    made = []
+
+    def factory(**overrides):
+        settings = {
+            "SQLALCHEMY_DATABASE_URI": fresh_database_url(migrated_database, tmp_path),
+            "STORAGE_ROOT": str(storage_root),
+            "MODEL_SERVICE_URL": MODEL_URL,
+            **overrides,
+        }
+        app = create_app(TestingConfig, **settings)
+        made.append(app)
+        return app
+
+    yield factory
+    for app in made:
+        with app.app_context():
+            if app.config["SQLALCHEMY_DATABASE_URI"].startswith("mysql"):
+                empty_tables()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+# ---- the recorded model answer ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sample_input():
+    return (DATA / "segformer_input.jpeg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def sample_analysis_bytes():
+    return (DATA / "sample_analysis.json").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def sample_images(sample_input):
+    """mask: the real sample; overlay and combined: built like the service builds them."""
+    mask_png = (DATA / "sample_mask.png").read_bytes()
+    grey = np.array(Image.open(io.BytesIO(sample_input)).convert("RGB"))
+    mask = np.array(Image.open(io.BytesIO(mask_png)).convert("RGB"))
+    painted = mask.any(axis=2)
+    overlay = grey.copy()
+    overlay[painted] = mask[painted]
+    return {
+        "mask": mask_png,
+        "overlay": png_bytes(overlay),
+        "combined": png_bytes(np.hstack([grey, overlay])),
+    }
+
+
+@pytest.fixture(scope="session")
+def sample_answer(sample_images, sample_analysis_bytes):
+    """The model service's answer for the sample input (SEGFORMER_SERVICE.md)."""
+    return {
+        "success": True,
+        "filename": "segformer_input.jpeg",
+        "overlay_image": base64.b64encode(sample_images["overlay"]).decode(),
+        "combined_image": base64.b64encode(sample_images["combined"]).decode(),
+        "mask_image": base64.b64encode(sample_images["mask"]).decode(),
+        "total_defects": 7,
+        "processing_time": 0.6743,
+        "analysis_results": json.loads(sample_analysis_bytes),
+        "timestamp": "20260224_173819",
+    }
+
+
+MODEL_INFO = {
+    "success": True,
+    "current_model": "segformer",
+    "model_name": "nvidia/segformer-b2-aoi",
+    "base_size": 1792,
+    "patch_size": 512,
+    "model_path": "/models/segformer",
+    "timestamp": "2026-02-24T17:38:00",
+}
+MODEL_HEALTH = {
+    "status": "ok",
+    "timestamp": "2026-02-24T17:38:00",
+    "model_loaded": True,
+    "device": "cuda",
+    "cuda_available": True,
+    "system": "Linux",
+}
+
+
+@pytest.fixture
+def model_service(requests_mock, sample_answer):
+    """A model service that answers with the recorded sample (requests-mock)."""
+    requests_mock.post(f"{MODEL_URL}/upload", json=sample_answer)
+    requests_mock.get(f"{MODEL_URL}/api/model/current", json=MODEL_INFO)
+    requests_mock.get(f"{MODEL_URL}/health", json=MODEL_HEALTH)
+    return requests_mock

@@ -1,0 +1,139 @@
+"""The model-service client on its own: retries, backoff, validation, identity."""
+
+import threading
+
+import pytest
+import requests
+from conftest import MODEL_HEALTH, MODEL_INFO, MODEL_URL
+
+from aoi_flask.services.segformer import (
+    ModelBadResponse,
+    ModelNotLoaded,
+    ModelServiceError,
+    ModelTimeout,
+    ModelUnavailable,
+    SegformerClient,
+)
+
+
+@pytest.fixture
+def client():
+    return SegformerClient(MODEL_URL, retries=2, backoff=0.001, connect_timeout=1, read_timeout=5)
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    recorded = []
+    monkeypatch.setattr("aoi_flask.services.segformer.time.sleep", recorded.append)
+    return recorded
+
+
+def analyse(client, data=b"jpeg bytes"):
+    return client.analyse(data, "upload.jpg", "image/jpeg")
+
+
+def test_a_valid_answer_is_decoded(requests_mock, client, sample_answer, sample_images):
+    requests_mock.post(f"{MODEL_URL}/upload", json=sample_answer)
+    answer = analyse(client)
+    assert answer.images == sample_images
+    assert (answer.width, answer.height, answer.total_defects) == (1792, 1792, 7)
+    assert answer.processing_time == 0.6743
+    sent = requests_mock.last_request
+    assert sent.timeout == (1, 5)
+    assert b'name="image"; filename="upload.jpg"' in sent.body
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_retries_on_gateway_statuses_with_exponential_backoff(
+    requests_mock, client, sample_answer, sleeps, status
+):
+    requests_mock.post(
+        f"{MODEL_URL}/upload",
+        [{"status_code": status, "json": {"success": False, "error": "x"}}] * 2
+        + [{"json": sample_answer}],
+    )
+    assert analyse(client).total_defects == 7
+    assert requests_mock.call_count == 3
+    assert sleeps == [0.001, 0.002]
+
+
+@pytest.mark.parametrize(
+    "exc", [requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout]
+)
+def test_retries_on_connection_errors_and_timeouts(
+    requests_mock, client, sample_answer, sleeps, exc
+):
+    requests_mock.post(f"{MODEL_URL}/upload", [{"exc": exc}, {"json": sample_answer}])
+    assert analyse(client).total_defects == 7
+    assert requests_mock.call_count == 2
+
+
+@pytest.mark.parametrize("status", [400, 413, 500])
+def test_never_retries_client_errors_or_500(requests_mock, client, sleeps, status):
+    requests_mock.post(
+        f"{MODEL_URL}/upload", status_code=status, json={"success": False, "error": "不允許"}
+    )
+    with pytest.raises(ModelServiceError) as caught:
+        analyse(client)
+    assert requests_mock.call_count == 1
+    assert sleeps == []
+    assert caught.value.details["model_status"] == status
+
+
+def test_gives_up_after_the_configured_retries(requests_mock, client, sleeps):
+    requests_mock.post(f"{MODEL_URL}/upload", exc=requests.exceptions.ConnectionError)
+    with pytest.raises(ModelUnavailable):
+        analyse(client)
+    assert requests_mock.call_count == 3
+
+
+def test_final_503_is_model_not_loaded(requests_mock, client, sleeps):
+    requests_mock.post(f"{MODEL_URL}/upload", status_code=503, json={"success": False})
+    with pytest.raises(ModelNotLoaded) as caught:
+        analyse(client)
+    assert caught.value.headers["Retry-After"] == 30
+
+
+def test_final_read_timeout_is_504(requests_mock, client, sleeps):
+    requests_mock.post(f"{MODEL_URL}/upload", exc=requests.exceptions.ReadTimeout)
+    with pytest.raises(ModelTimeout) as caught:
+        analyse(client)
+    assert caught.value.status == 504
+
+
+def test_final_502_is_a_model_error(requests_mock, client, sleeps):
+    requests_mock.post(f"{MODEL_URL}/upload", status_code=502, text="bad gateway")
+    with pytest.raises(ModelServiceError) as caught:
+        analyse(client)
+    assert caught.value.status == 502
+    assert not isinstance(caught.value, ModelBadResponse)
+
+
+def test_each_thread_has_its_own_session(client):
+    sessions = [client.session]
+    thread = threading.Thread(target=lambda: sessions.append(client.session))
+    thread.start()
+    thread.join()
+    assert sessions[0] is client.session
+    assert sessions[1] is not sessions[0]
+
+
+def test_model_identity_is_cached(requests_mock, client):
+    requests_mock.get(f"{MODEL_URL}/api/model/current", json=MODEL_INFO)
+    assert client.model_label() == "nvidia/segformer-b2-aoi"
+    assert client.model_label() == "nvidia/segformer-b2-aoi"
+    assert requests_mock.call_count == 1
+
+
+def test_model_identity_unknown_when_not_loaded(requests_mock, client):
+    requests_mock.get(f"{MODEL_URL}/api/model/current", status_code=503, json={"success": False})
+    assert client.model_label() is None
+
+
+def test_health_reports_latency_or_the_failure(requests_mock, client):
+    requests_mock.get(f"{MODEL_URL}/health", json=MODEL_HEALTH)
+    probe = client.health()
+    assert probe["reachable"] is True and probe["body"]["device"] == "cuda"
+    assert probe["latency_ms"] >= 0
+    requests_mock.get(f"{MODEL_URL}/health", exc=requests.exceptions.ConnectionError)
+    assert client.health()["reachable"] is False
