@@ -1,6 +1,7 @@
 """AOI Inference Agent: application factory."""
 
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 from flask import Flask
@@ -9,6 +10,7 @@ from . import models  # noqa: F401  (registers the tables with the metadata)
 from .config import Config
 from .errors import register_errorhandlers
 from .extensions import db, migrate
+from .services.batches import BatchRunner
 from .services.results import Limits, ModelGate, ResultsService
 from .services.segformer import SegformerClient
 from .services.storage import MB, Storage
@@ -38,8 +40,9 @@ def configure_app(app):
         options.setdefault("pool_recycle", app.config["DB_POOL_RECYCLE"])
         options.setdefault("pool_size", app.config["DB_POOL_SIZE"])
         options.setdefault("max_overflow", app.config["DB_POOL_SIZE"])
-    elif uri.startswith("sqlite") and uri not in ("sqlite://", "sqlite:///:memory:"):
+    elif uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
         options.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
 
@@ -64,22 +67,25 @@ def register_services(app):
     )
     gate = ModelGate(config["MODEL_MAX_CONCURRENCY"], config["RETRY_AFTER_SECONDS"])
     limits = Limits(
+        max_upload_bytes=config["MAX_UPLOAD_MB"] * MB,
         max_pixels=config["MAX_IMAGE_PIXELS"],
         thumbnail_size=config["THUMBNAIL_SIZE"],
         gate_wait=config["MODEL_GATE_WAIT"],
     )
+    results = ResultsService(storage, client, gate, limits)
     app.extensions["aoi"] = SimpleNamespace(
         storage=storage,
         client=client,
         gate=gate,
-        results=ResultsService(storage, client, gate, limits),
+        results=results,
+        batches=BatchRunner(app, results, config["BATCH_WORKERS"]),
     )
 
 
 def register_blueprints(app):
-    from . import download, images, system, upload
+    from . import batches, download, images, system, ui, upload
 
-    for module in (system, upload, images, download):
+    for module in (system, upload, images, batches, download, ui):
         app.register_blueprint(module.bp)
 
 

@@ -51,7 +51,8 @@ class Config:
     # How long a single upload waits for a free model slot before a 503 MODEL_BUSY.
     MODEL_GATE_WAIT = env_float("AOI_MODEL_GATE_WAIT", 60.0)
 
-    BATCH_WORKERS = env_int("AOI_BATCH_WORKERS", 4)
+    # A little above the model cap, so the cap stays saturated while results are stored.
+    BATCH_WORKERS = env_int("AOI_BATCH_WORKERS", 6)
     MAX_BATCH_FILES = env_int("AOI_MAX_BATCH_FILES", 500)
     MAX_UPLOAD_MB = env_int("AOI_MAX_UPLOAD_MB", 50)
     MAX_BATCH_MB = env_int("AOI_MAX_BATCH_MB", 2048)

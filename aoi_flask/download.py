@@ -1,11 +1,18 @@
 """Download group: stored inputs, result images and analysis JSON, byte for byte."""
 
-from flask import Blueprint, send_file
+import json
+
+from flask import Blueprint, Response, send_file
+from zipstream import ZIP_STORED, ZipStream
 
 from .errors import NotFound
+from .exports import region_csv_chunks
 from .extensions import services
 from .schemas import DownloadTypeSchema, load_or_400
-from .services import results
+from .services import batches as batch_service
+from .services import queries, results
+from .services.imaging import disk_stem
+from .services.queries import Window
 
 bp = Blueprint("download", __name__)
 
@@ -64,3 +71,42 @@ def download_image(img_id, kind):
 def download_json(img_id):
     image = results.get_image(img_id)
     return send_stored(image, "json", f"{img_id}_analysis")
+
+
+@bp.get("/download/batch/<batch_id>")
+def download_batch(batch_id):
+    """A ZIP streamed while it is built: stored entries, never whole in memory."""
+    from .batches import dump_batch
+
+    batch = batch_service.get_batch(batch_id)
+    summary = dump_batch(batch)
+    images = batch_service.images_of([f["img_unique_id"] for f in summary["files"]])
+    archive = ZipStream(compress_type=ZIP_STORED, sized=True)
+    storage = services().storage
+    for image in images.values():
+        add_image_folder(archive, storage, image)
+    archive.add(json.dumps(summary, indent=2, ensure_ascii=False).encode(), "batch_summary.json")
+    rows = queries.stream_regions(Window(), {"batch_id": batch_id}, sort="oldest")
+    archive.add(b"".join(region_csv_chunks(rows)), "regions.csv")
+    return Response(
+        archive,
+        mimetype="application/zip",
+        headers={
+            "Content-Disposition": f"attachment; filename=batch_{batch_id}.zip",
+            "Content-Length": str(len(archive)),
+        },
+    )
+
+
+def add_image_folder(archive, storage, image):
+    folder = f"{image.img_unique_id}_{disk_stem(image.original_filename)}"
+    for kind, relpath in stored_path(image).items():
+        if kind == "thumbnail" or not relpath:
+            continue
+        try:
+            path = storage.path(relpath)
+        except FileNotFoundError:
+            continue
+        if path.is_file():
+            name = "analysis.json" if kind == "json" else f"{kind}{path.suffix.lower()}"
+            archive.add_path(str(path), f"{folder}/{name}")

@@ -39,6 +39,7 @@ class Image(db.Model):
     analysis_json_path = db.Column(db.String(500))
     thumbnail_path = db.Column(db.String(500))
     total_defects = db.Column(db.Integer)
+    stored_bytes = db.Column(db.BigInteger)
 
     classes = db.relationship(
         "DefectClass",
@@ -48,7 +49,10 @@ class Image(db.Model):
         passive_deletes=True,
     )
 
-    __table_args__ = (db.Index("idx_timestamp", "timestamp"),)
+    __table_args__ = (
+        db.Index("idx_timestamp", "timestamp"),
+        db.Index("ix_images_batch_time", "batch_id", "timestamp"),
+    )
 
 
 class DefectClass(db.Model):
@@ -78,6 +82,14 @@ class DefectClass(db.Model):
     __table_args__ = (
         db.Index("idx_img_id", "img_unique_id"),
         db.Index("idx_class_id", "class_id"),
+        # History "images with class X" and per-class statistics read only this index.
+        db.Index(
+            "ix_classes_name_regions",
+            "class_name",
+            "total_regions",
+            "img_unique_id",
+            "total_area_pixels",
+        ),
     )
 
 
@@ -116,6 +128,64 @@ class Region(db.Model):
         db.Index("idx_class_id", "class_unique_id"),
         db.Index("idx_img_id", "img_unique_id"),
         db.Index("idx_region_id", "region_id"),
+    )
+
+
+BATCH_STATES = ("queued", "running", "done", "partial", "failed")
+ITEM_STATES = ("queued", "processing", "done", "failed")
+
+
+class Batch(db.Model):
+    """One POST /upload/batch request; its files are BatchItems."""
+
+    __tablename__ = "batches"
+
+    batch_id = db.Column(db.String(64), primary_key=True)
+    status = db.Column(db.String(16), nullable=False, default="queued")
+    total_files = db.Column(db.Integer, nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False)
+    started_at = db.Column(db.DateTime)
+    finished_at = db.Column(db.DateTime)
+
+    items = db.relationship(
+        "BatchItem",
+        back_populates="batch",
+        order_by="BatchItem.file_index",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    __table_args__ = (db.Index("ix_batches_created", "created_at"),)
+
+
+class BatchItem(db.Model):
+    """One file of a batch: its stored input, state and outcome."""
+
+    __tablename__ = "batch_items"
+
+    id = db.Column(db.Integer, primary_key=True, autoincrement=True)
+    batch_id = db.Column(
+        db.String(64), db.ForeignKey("batches.batch_id", ondelete="CASCADE"), nullable=False
+    )
+    file_index = db.Column(db.Integer, nullable=False)
+    filename = db.Column(db.String(500), nullable=False)
+    state = db.Column(db.String(16), nullable=False, default="queued")
+    # Reserved when the input is saved; an `images` row exists only once state is done.
+    img_unique_id = db.Column(db.String(255))
+    input_path = db.Column(db.String(500))
+    result_dir = db.Column(db.String(500))
+    error_code = db.Column(db.String(64))
+    error_message = db.Column(db.Text)
+    attempts = db.Column(db.Integer, nullable=False, default=0)
+    queued_at = db.Column(db.DateTime, nullable=False)
+    started_at = db.Column(db.DateTime)
+    finished_at = db.Column(db.DateTime)
+
+    batch = db.relationship("Batch", back_populates="items")
+
+    __table_args__ = (
+        db.Index("ix_batch_items_batch_state", "batch_id", "state"),
+        db.Index("ix_batch_items_img", "img_unique_id"),
     )
 
 

@@ -1,10 +1,21 @@
 """Marshmallow schemas: they validate every input and shape every response."""
 
+from datetime import UTC, datetime
+
 from flask import url_for
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from .errors import ApiError
 from .models import CLASS_NAMES
+from .services.queries import IMAGE_SORTS, REGION_SORTS, Window
 
 DOWNLOAD_TYPES = ("input", "combined", "mask", "overlay", "thumbnail")
 CLASS_CHOICES = tuple(CLASS_NAMES.values())
@@ -153,3 +164,195 @@ def dump_regions(img_id, classes):
         "total_regions": sum(c.total_regions for c in classes),
         "classes": ClassRegionsSchema(many=True).dump(classes),
     }
+
+
+# ---- batches ----------------------------------------------------------------------
+
+
+class BatchOptionsSchema(StrictSchema):
+    async_ = fields.Boolean(data_key="async", load_default=False)
+
+
+class PageSchema(StrictSchema):
+    page = fields.Integer(
+        load_default=1, validate=validate.Range(min=1, error="must be a whole number ≥ 1")
+    )
+    limit = fields.Integer(
+        load_default=20,
+        validate=validate.Range(min=1, max=500, error="must be a whole number from 1 to 500"),
+    )
+
+
+def pages(total, limit):
+    return max(1, -(-total // limit))
+
+
+class BatchFileSchema(Schema):
+    file_index = fields.Integer()
+    filename = fields.String()
+    state = fields.String()
+    success = fields.Function(lambda item: item.state == "done")
+    img_unique_id = fields.Function(
+        lambda item: item.img_unique_id if item.state == "done" else None
+    )
+    error = fields.String(attribute="error_message", allow_none=True)
+    code = fields.String(attribute="error_code", allow_none=True)
+    attempts = fields.Integer()
+    started_at = UtcDateTime(allow_none=True)
+    finished_at = UtcDateTime(allow_none=True)
+
+
+def batch_counts(items):
+    counts = {state: 0 for state in ("queued", "processing", "done", "failed")}
+    for item in items:
+        counts[item.state] += 1
+    return counts
+
+
+def batch_links(batch_id):
+    return {
+        "status_url": external("batches.get_batch", batch_id=batch_id),
+        "download_url": external("download.download_batch", batch_id=batch_id),
+    }
+
+
+class BatchSummarySchema(Schema):
+    batch_id = fields.String()
+    status = fields.String()
+    created_at = UtcDateTime()
+    started_at = UtcDateTime(allow_none=True)
+    finished_at = UtcDateTime(allow_none=True)
+    total_images = fields.Integer(attribute="total_files")
+
+
+# ---- history, region search, statistics -----------------------------------------------
+
+
+class DateOrDateTime(fields.Field):
+    """`2026-02-24` or an ISO 8601 datetime; datetimes with an offset become UTC."""
+
+    default_error_messages = {
+        "invalid": "must be a date (YYYY-MM-DD) or an ISO 8601 datetime (2026-02-24T10:30:00Z)"
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = str(value).strip()
+        try:
+            if len(text) == 10:
+                return datetime.strptime(text, "%Y-%m-%d"), True
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+        except ValueError:
+            raise self.make_error("invalid") from None
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        return moment, False
+
+
+class WindowSchema(StrictSchema):
+    start_date = DateOrDateTime(load_default=None)
+    end_date = DateOrDateTime(load_default=None)
+
+    @validates_schema
+    def start_before_end(self, data, **kwargs):
+        start, end = data.get("start_date"), data.get("end_date")
+        if start and end and start[0] > end[0]:
+            raise ValidationError("must not be after end_date", "start_date")
+
+    @post_load
+    def make_window(self, data, **kwargs):
+        start, end = data.pop("start_date"), data.pop("end_date")
+        data["window"] = Window(
+            start=start[0] if start else None,
+            end=end[0] if end else None,
+            end_is_date=bool(end and end[1]),
+        )
+        return data
+
+
+def one_of(choices):
+    return validate.OneOf(choices, error="must be one of {choices}")
+
+
+class ImageListSchema(WindowSchema, PageSchema):
+    class_name = fields.String(load_default=None, validate=one_of(CLASS_CHOICES))
+    batch_id = fields.String(load_default=None, validate=validate.Length(max=64))
+    sort = fields.String(load_default="newest", validate=one_of(tuple(IMAGE_SORTS)))
+
+
+def non_negative(name):
+    return fields.Float(
+        load_default=None,
+        allow_nan=False,
+        validate=validate.Range(min=0, error=f"{name} must be a number ≥ 0"),
+    )
+
+
+class DefectQuerySchema(WindowSchema, PageSchema):
+    class_name = fields.String(load_default=None, validate=one_of(CLASS_CHOICES))
+    batch_id = fields.String(load_default=None, validate=validate.Length(max=64))
+    img_unique_id = fields.String(load_default=None, validate=validate.Length(max=255))
+    min_area = non_negative("min_area")
+    max_area = non_negative("max_area")
+    min_circularity = non_negative("min_circularity")
+    max_circularity = non_negative("max_circularity")
+    min_aspect_ratio = non_negative("min_aspect_ratio")
+    max_aspect_ratio = non_negative("max_aspect_ratio")
+    sort = fields.String(load_default="newest", validate=one_of(tuple(REGION_SORTS)))
+    format = fields.String(load_default="json", validate=one_of(("json", "csv")))
+
+    @validates_schema
+    def ranges_in_order(self, data, **kwargs):
+        for name in ("area", "circularity", "aspect_ratio"):
+            low, high = data.get(f"min_{name}"), data.get(f"max_{name}")
+            if low is not None and high is not None and low > high:
+                raise ValidationError(f"must not be greater than max_{name}", f"min_{name}")
+
+
+class HistoryImageSchema(Schema):
+    img_unique_id = fields.String()
+    timestamp = UtcDateTime()
+    filename = fields.String(attribute="original_filename")
+    batch_id = fields.String(allow_none=True)
+    image_height = fields.Integer()
+    image_width = fields.Integer()
+    processing_time_seconds = fields.Float()
+    total_defects = fields.Integer()
+    defect_classes = fields.Function(defect_classes)
+    input_image_path = fields.String()
+    model = fields.String(attribute="model_name", allow_none=True)
+    thumbnail_url = fields.Function(
+        lambda image: external(
+            "download.download_image", img_id=image.img_unique_id, kind="thumbnail"
+        )
+    )
+    detail_url = fields.Function(
+        lambda image: external("images.get_image", img_id=image.img_unique_id)
+    )
+
+
+def dump_region_row(row):
+    """One region-search row (JSON)."""
+    region = row.Region
+    return {
+        "region_unique_id": region.region_unique_id,
+        "img_unique_id": region.img_unique_id,
+        "class_id": row.class_id,
+        "class_name": row.class_name,
+        "region_id": region.region_id,
+        **RegionSchema(only=REGION_VALUE_FIELDS).dump(region),
+        "timestamp": UtcDateTime()._serialize(row.timestamp, None, None),
+        "batch_id": row.batch_id,
+        "filename": row.original_filename,
+    }
+
+
+REGION_VALUE_FIELDS = (
+    "centroid",
+    "bounding_box",
+    "area_pixels",
+    "perimeter",
+    "major_axis",
+    "minor_axis",
+    "circularity",
+    "aspect_ratio",
+)

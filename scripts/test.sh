@@ -20,6 +20,14 @@ install_packages() {
   "$PYTHON" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 }
 
+ensure_chromium() {
+  # Browser tests drive Debian's Chromium through Playwright; never a browser download.
+  if [ -x /usr/bin/chromium ]; then return; fi
+  log "installing Chromium (Debian package chromium)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
+
 mariadb_answers() {
   "$PYTHON" - "$MYSQL_URL" <<'PY' >/dev/null 2>&1
 import sys
@@ -79,6 +87,7 @@ run_suite() {
 
 PYTEST_ARGS=("$@")
 install_packages
+ensure_chromium
 ensure_mariadb
 create_test_database
 rm -rf "$REPORTS" && mkdir -p "$REPORTS"

@@ -24,7 +24,7 @@ MIGRATIONS = Path(__file__).parent.parent / "migrations"
 DATABASE_URL = os.environ.get("AOI_TEST_DATABASE_URL", "")
 ON_MYSQL = DATABASE_URL.startswith("mysql")
 MODEL_URL = "http://127.0.0.1:18080"
-TABLES = ("regions", "classes", "images")
+TABLES = ("batch_items", "batches", "regions", "classes", "images")
 
 
 def pytest_report_header(config):
@@ -98,8 +98,9 @@ def make_app(migrated_database, tmp_path, storage_root):
 
     yield factory
     for app in made:
+        app.extensions["aoi"].batches.shutdown()
         with app.app_context():
-            if app.config["SQLALCHEMY_DATABASE_URI"].startswith("mysql"):
+            if app.config["SQLALCHEMY_DATABASE_URI"] == DATABASE_URL and ON_MYSQL:
                 empty_tables()
             db.engine.dispose()
 

@@ -31,3 +31,13 @@ def upload(client, data, name="segformer_input.jpeg", **query):
         query_string=query,
         content_type="multipart/form-data",
     )
+
+
+def upload_batch(client, files, **query):
+    """files: list of (bytes, name)."""
+    return client.post(
+        "/upload/batch",
+        data={"images": [(io.BytesIO(data), name) for data, name in files]},
+        query_string=query,
+        content_type="multipart/form-data",
+    )

@@ -47,7 +47,7 @@ def test_simulator_is_labelled(client, requests_mock):
 
 
 def test_down_with_503_when_the_database_is_unreachable(make_app, model_service, tmp_path):
-    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing/dir/db.sqlite3")
+    app = make_app(SQLALCHEMY_DATABASE_URI="mysql+pymysql://root@127.0.0.1:1/aoi_db")
     response = app.test_client().get("/health")
     assert response.status_code == 503
     body = response.get_json()

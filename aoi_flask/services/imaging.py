@@ -121,8 +121,11 @@ def display_name(filename):
     return name[:255]
 
 
-def disk_name(filename, extension):
-    """A name safe on any filesystem: letters (CJK included), digits, `._-`; our extension."""
+def disk_stem(filename):
+    """A name stem safe on any filesystem: letters (CJK included), digits, `._-`."""
     stem = display_name(filename).rsplit(".", 1)[0]
-    stem = re.sub(r"[^\w.\-]+", "_", stem).strip("._")[:80]
-    return f"{stem or 'image'}.{extension}"
+    return re.sub(r"[^\w.\-]+", "_", stem).strip("._")[:80] or "image"
+
+
+def disk_name(filename, extension):
+    return f"{disk_stem(filename)}.{extension}"

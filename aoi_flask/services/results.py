@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from ..errors import ApiError, NotFound, ServiceUnavailable
+from ..errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
 from ..extensions import db
 from ..models import CLASS_NAMES, DefectClass, Image, Region
 from .imaging import MIME_TYPES, check_image, disk_name, display_name
 from .segformer import CLASS_KEY
-from .storage import StorageError, utc_now
+from .storage import MB, RESULT_FILES, StorageError, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,19 @@ class StoredResult:
 
 
 @dataclass
+class Accepted:
+    """An input that passed the checks and is saved; its image id is claimed."""
+
+    img_id: str
+    result_dir: str
+    input_path: str
+    display_name: str
+    checked: object = None  # CheckedImage, when still at hand
+
+
+@dataclass
 class Limits:
+    max_upload_bytes: int
     max_pixels: int
     thumbnail_size: int
     gate_wait: float | None = None
@@ -79,70 +91,81 @@ class ResultsService:
         self.gate = gate
         self.limits = limits
 
-    def analyse_upload(self, data, filename, *, batch_id=None, input_relpath=None):
-        """Analyse an image and store everything; returns the stored Image row.
+    def analyse_upload(self, data, filename):
+        """A single upload: accept, analyse, store. On failure nothing is left behind."""
+        accepted = self.accept(data, filename)
+        try:
+            return self.process(accepted, data, wait=self.limits.gate_wait)
+        except BaseException:
+            self.storage.remove(accepted.input_path, accepted.result_dir)
+            raise
 
-        For a single upload (`input_relpath` None) nothing at all is left behind
-        on failure. A batch passes the input it already saved, which is kept.
-        """
-        checked = check_image(
+    def accept(self, data, filename):
+        """Check the bytes, claim an image id and save the input (atomically)."""
+        if not filename:
+            raise ApiError(
+                "The uploaded file has no name. Choose a file (curl: -F image=@wafer.jpg).",
+                code="EMPTY_FILENAME",
+            )
+        if len(data) > self.limits.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"{display_name(filename)} is larger than "
+                f"{self.limits.max_upload_bytes // MB} MB. Reduce its size, then upload again.",
+                code="FILE_TOO_LARGE",
+            )
+        checked = self.check(data)
+        moment = utc_now()
+        img_id, result_dir = self.storage.reserve_result_dir(moment)
+        input_path = self.storage.input_relpath(
+            moment, img_id, disk_name(filename, checked.extension)
+        )
+        try:
+            self.storage.write_atomic(input_path, data)
+        except OSError as exc:
+            self.storage.remove(result_dir)
+            raise storage_error(exc) from None
+        return Accepted(img_id, result_dir, input_path, display_name(filename), checked)
+
+    def check(self, data):
+        return check_image(
             data, max_pixels=self.limits.max_pixels, thumbnail_size=self.limits.thumbnail_size
         )
-        with self.gate(self.limits.gate_wait if batch_id is None else None):
+
+    def process(self, accepted, data, *, batch_id=None, wait=None):
+        """Call the model and store the results. On failure the result files are
+        removed; the saved input and the claimed id stay (a batch retries them)."""
+        checked = accepted.checked or self.check(data)
+        with self.gate(wait):
             answer = self.client.analyse(
                 data, f"upload.{checked.extension}", MIME_TYPES[checked.format]
             )
         model_name = self.client.model_label()
-        image = self._store(data, filename, checked, answer, model_name, batch_id, input_relpath)
+        written = []
+        try:
+            paths = self._write_results(accepted.result_dir, answer, checked.thumbnail, written)
+            image = build_rows(accepted, utc_now(), answer, paths, model_name, batch_id)
+            image.stored_bytes = len(data) + sum(written)
+            commit_image(image)
+        except BaseException:
+            self.storage.remove(*(f"{accepted.result_dir}/{name}" for name in RESULT_FILES))
+            raise
         return StoredResult(image, answer)
 
-    def _store(self, data, filename, checked, answer, model_name, batch_id, input_relpath):
-        moment = utc_now()
-        img_id, result_dir = self.storage.reserve_result_dir(moment)
-        written = [result_dir]
-        try:
-            if input_relpath is None:
-                input_relpath = self.storage.input_relpath(
-                    moment, img_id, disk_name(filename, checked.extension)
-                )
-                self.storage.write_atomic(input_relpath, data)
-                written.append(input_relpath)
-            paths = self._write_results(result_dir, answer, checked.thumbnail)
-            image = build_rows(
-                img_id,
-                moment,
-                answer,
-                paths,
-                input_relpath,
-                display_name(filename),
-                model_name,
-                batch_id,
-            )
-            commit_image(image)
-            return image
-        except BaseException:
-            self.storage.remove(*written)
-            raise
-
-    def _write_results(self, result_dir, answer, thumbnail):
+    def _write_results(self, result_dir, answer, thumbnail, written):
         files = {
-            "combined": answer.images["combined"],
-            "mask": answer.images["mask"],
-            "overlay": answer.images["overlay"],
+            "combined": ("combined.png", answer.images["combined"]),
+            "mask": ("mask.png", answer.images["mask"]),
+            "overlay": ("overlay.png", answer.images["overlay"]),
+            "json": ("analysis.json", analysis_bytes(answer.analysis)),
+            "thumbnail": ("thumbnail.jpg", thumbnail),
         }
         paths = {}
         try:
-            for name, content in files.items():
-                paths[name] = self.storage.write_atomic(f"{result_dir}/{name}.png", content)
-            paths["json"] = self.storage.write_atomic(
-                f"{result_dir}/analysis.json", analysis_bytes(answer.analysis)
-            )
-            paths["thumbnail"] = self.storage.write_atomic(f"{result_dir}/thumbnail.jpg", thumbnail)
+            for kind, (name, content) in files.items():
+                paths[kind] = self.storage.write_atomic(f"{result_dir}/{name}", content)
+                written.append(len(content))
         except OSError as exc:
-            raise StorageError(
-                f"The results could not be written to disk ({exc.strerror or exc}). Check "
-                "free space and permissions of the storage folder; nothing was stored.",
-            ) from None
+            raise storage_error(exc) from None
         return paths
 
     def delete(self, img_id):
@@ -158,20 +181,28 @@ def analysis_bytes(analysis):
     return json.dumps(analysis, indent=2, ensure_ascii=False).encode("utf-8")
 
 
-def build_rows(img_id, moment, answer, paths, input_relpath, original_name, model_name, batch_id):
+def storage_error(exc):
+    return StorageError(
+        f"Files could not be written to disk ({exc.strerror or exc}). Check free space "
+        "and permissions of the storage folder; nothing was stored.",
+    )
+
+
+def build_rows(accepted, moment, answer, paths, model_name, batch_id):
+    img_id = accepted.img_id
     image = Image(
         img_unique_id=img_id,
         image_height=answer.height,
         image_width=answer.width,
         processing_time_seconds=answer.processing_time,
         timestamp=moment,
-        input_image_path=input_relpath,
+        input_image_path=accepted.input_path,
         result_image_1_path=paths["combined"],
         result_image_2_path=paths["mask"],
         result_image_3_path=paths["overlay"],
         analysis_json_path=paths["json"],
         thumbnail_path=paths["thumbnail"],
-        original_filename=original_name,
+        original_filename=accepted.display_name,
         model_name=model_name,
         batch_id=batch_id,
         total_defects=answer.total_defects,
@@ -275,6 +306,10 @@ def image_paths(image):
         image.analysis_json_path,
         image.thumbnail_path,
     ]
+
+
+def read_analysis(storage, image):
+    return json.loads(storage.path(image.analysis_json_path).read_bytes())
 
 
 def result_dir_of(image):

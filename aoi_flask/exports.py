@@ -1,0 +1,57 @@
+"""CSV of region rows, shared by GET /query/defects?format=csv and the batch ZIP."""
+
+import csv
+import io
+
+from .schemas import UtcDateTime
+
+REGION_CSV_COLUMNS = (
+    "region_unique_id",
+    "img_unique_id",
+    "filename",
+    "batch_id",
+    "timestamp",
+    "class_id",
+    "class_name",
+    "region_id",
+    "centroid_x",
+    "centroid_y",
+    "bbox_x",
+    "bbox_y",
+    "bbox_width",
+    "bbox_height",
+    "area_pixels",
+    "perimeter",
+    "major_axis",
+    "minor_axis",
+    "circularity",
+    "aspect_ratio",
+)
+CHUNK = 64 * 1024
+
+
+def csv_values(row):
+    region = row.Region
+    extra = {
+        "filename": row.original_filename,
+        "batch_id": row.batch_id,
+        "timestamp": UtcDateTime()._serialize(row.timestamp, None, None),
+        "class_id": row.class_id,
+        "class_name": row.class_name,
+    }
+    # str(float) is the shortest repr that reads back to the same double.
+    return [extra[c] if c in extra else getattr(region, c) for c in REGION_CSV_COLUMNS]
+
+
+def region_csv_chunks(rows):
+    """UTF-8 CSV in chunks of about 64 KiB, header first."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(REGION_CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(csv_values(row))
+        if buffer.tell() >= CHUNK:
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode("utf-8")

@@ -1,0 +1,266 @@
+"""Batches: every input is checked and saved first, then analysed on a bounded
+thread pool. Per-file state lives in `batch_items`, so progress can be watched,
+failed files retried from their saved inputs, and unfinished work resumed after
+a restart. Model calls go through the process-wide ModelGate."""
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from sqlalchemy import func, select
+
+from ..errors import ApiError, NotFound
+from ..extensions import db
+from ..models import Batch, BatchItem, Image
+from .results import Accepted, commit_or_raise
+from .storage import new_image_id, utc_now
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("done", "failed")
+
+
+class BatchRunner:
+    """The bounded pool that works off queued batch items."""
+
+    def __init__(self, app, results, workers):
+        self.app = app
+        self.results = results
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="aoi-batch")
+        self._pending = set()
+        self._lock = threading.Lock()
+
+    def submit(self, item_ids):
+        futures = []
+        for item_id in item_ids:
+            future = self.pool.submit(self._run, item_id)
+            with self._lock:
+                self._pending.add(future)
+            future.add_done_callback(self._forget)
+            futures.append(future)
+        return futures
+
+    def _forget(self, future):
+        with self._lock:
+            self._pending.discard(future)
+
+    def wait_idle(self, timeout=None):
+        with self._lock:
+            pending = list(self._pending)
+        wait(pending, timeout=timeout)
+
+    def shutdown(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, item_id):
+        with self.app.app_context():
+            try:
+                return run_item(self.results, item_id)
+            except Exception:  # a worker must never die silently
+                log.exception("batch item %s crashed", item_id)
+                db.session.rollback()
+                return None
+
+
+# ---- creating ----------------------------------------------------------------------
+
+
+def create_batch(results, files):
+    """Check and save every file; returns the committed Batch. Bad files become
+    failed items with their error; they never fail the others."""
+    moment = utc_now()
+    batch = Batch(batch_id=new_image_id(moment), total_files=len(files), created_at=moment)
+    accepted_items = []
+    for index, (filename, data) in enumerate(files):
+        item = BatchItem(file_index=index, filename=filename or "", queued_at=moment)
+        try:
+            accepted = results.accept(data, filename)
+        except ApiError as error:
+            mark_failed(item, error.code, error.message, moment)
+        else:
+            item.filename = accepted.display_name
+            item.img_unique_id = accepted.img_id
+            item.input_path = accepted.input_path
+            item.result_dir = accepted.result_dir
+            item.state = "queued"
+            accepted_items.append(accepted)
+        batch.items.append(item)
+    if not accepted_items:
+        batch.status = "failed"
+        batch.finished_at = moment
+    db.session.add(batch)
+    try:
+        commit_or_raise()
+    except ApiError:
+        for accepted in accepted_items:
+            results.storage.remove(accepted.input_path, accepted.result_dir)
+        raise
+    return batch
+
+
+def mark_failed(item, code, message, moment):
+    item.state = "failed"
+    item.error_code = code
+    item.error_message = message
+    item.finished_at = moment
+
+
+def queued_item_ids(batch_id):
+    return db.session.scalars(
+        select(BatchItem.id)
+        .where(BatchItem.batch_id == batch_id, BatchItem.state == "queued")
+        .order_by(BatchItem.file_index)
+    ).all()
+
+
+# ---- working -------------------------------------------------------------------------
+
+
+def run_item(results, item_id):
+    """Analyse one queued item; returns its final state."""
+    item = db.session.get(BatchItem, item_id)
+    if item is None or item.state != "queued":
+        return item.state if item else None
+    item.state = "processing"
+    item.started_at = utc_now()
+    item.attempts += 1
+    batch = item.batch
+    if batch.status == "queued":
+        batch.status = "running"
+        batch.started_at = item.started_at
+    commit_or_raise()
+    accepted = Accepted(item.img_unique_id, item.result_dir, item.input_path, item.filename)
+    try:
+        data = results.storage.path(item.input_path).read_bytes()
+        results.process(accepted, data, batch_id=item.batch_id)
+    except ApiError as error:
+        db.session.rollback()
+        mark_failed(item, error.code, error.message, utc_now())
+    except (OSError, FileNotFoundError) as error:
+        db.session.rollback()
+        mark_failed(item, "INPUT_MISSING", f"The saved input could not be read: {error}", utc_now())
+    else:
+        item.state = "done"
+        item.error_code = item.error_message = None
+        item.finished_at = utc_now()
+    commit_or_raise()
+    refresh_status(item.batch_id)
+    return item.state
+
+
+def refresh_status(batch_id):
+    """Set the batch's status from its items' states."""
+    counts = state_counts([batch_id]).get(batch_id, {})
+    batch = db.session.get(Batch, batch_id)
+    status = status_from_counts(counts)
+    if status != batch.status:
+        batch.status = status
+        if status in ("done", "partial", "failed"):
+            batch.finished_at = utc_now()
+        commit_or_raise()
+
+
+def status_from_counts(counts):
+    if counts.get("queued", 0) + counts.get("processing", 0):
+        started = counts.get("processing", 0) + counts.get("done", 0) + counts.get("failed", 0)
+        return "running" if started else "queued"
+    if not counts.get("failed"):
+        return "done"
+    return "partial" if counts.get("done") else "failed"
+
+
+def state_counts(batch_ids):
+    rows = db.session.execute(
+        select(BatchItem.batch_id, BatchItem.state, func.count())
+        .where(BatchItem.batch_id.in_(batch_ids))
+        .group_by(BatchItem.batch_id, BatchItem.state)
+    ).all()
+    counts = {}
+    for batch_id, state, number in rows:
+        counts.setdefault(batch_id, {})[state] = number
+    return counts
+
+
+# ---- retry and recovery ---------------------------------------------------------------
+
+
+def retry_failed(storage, batch_id):
+    """Queue again every failed item whose input is still stored; returns their ids."""
+    batch = get_batch(batch_id)
+    retried = []
+    for item in batch.items:
+        if item.state == "failed" and is_retryable(storage, item):
+            item.state = "queued"
+            item.error_code = item.error_message = item.finished_at = None
+            retried.append(item.id)
+    if retried:
+        batch.status = "running"
+        batch.finished_at = None
+        commit_or_raise()
+    return retried
+
+
+def is_retryable(storage, item):
+    if item.state != "failed" or not item.input_path:
+        return False
+    try:
+        return storage.path(item.input_path).is_file()
+    except FileNotFoundError:
+        return False
+
+
+def recover_unfinished():
+    """After a restart: items left `processing` either finished (their image row
+    exists) or go back to `queued`. Returns the ids to resubmit."""
+    stale = db.session.scalars(
+        select(BatchItem).where(BatchItem.state.in_(("queued", "processing")))
+    ).all()
+    stored = set(
+        db.session.scalars(
+            select(Image.img_unique_id).where(
+                Image.img_unique_id.in_([i.img_unique_id for i in stale if i.img_unique_id])
+            )
+        )
+    )
+    for item in stale:
+        if item.img_unique_id in stored:
+            item.state = "done"
+            item.finished_at = item.finished_at or utc_now()
+        else:
+            item.state = "queued"
+    commit_or_raise()
+    for batch_id in {item.batch_id for item in stale}:
+        refresh_status(batch_id)
+    return [item.id for item in stale if item.state == "queued"]
+
+
+# ---- reading -----------------------------------------------------------------------------
+
+
+def get_batch(batch_id):
+    batch = db.session.get(Batch, batch_id)
+    if batch is None:
+        raise NotFound(
+            f"No batch with id {batch_id!r}. List batches with GET /batches.",
+            code="BATCH_NOT_FOUND",
+        )
+    return batch
+
+
+def list_batches(page, limit):
+    total = db.session.scalar(select(func.count()).select_from(Batch))
+    batches = db.session.scalars(
+        select(Batch)
+        .order_by(Batch.created_at.desc(), Batch.batch_id.desc())
+        .offset((page - 1) * limit)
+        .limit(limit)
+    ).all()
+    return total, batches
+
+
+def images_of(img_ids):
+    """Stored images by id (one query)."""
+    if not img_ids:
+        return {}
+    rows = db.session.scalars(select(Image).where(Image.img_unique_id.in_(img_ids))).all()
+    return {image.img_unique_id: image for image in rows}

@@ -1,0 +1,216 @@
+"""Reading history: image lists, region search and statistics.
+
+Every filter is a bound parameter through the ORM; the indexes these queries
+lean on are declared in models.py (see the EXPLAIN test in tests/test_queries.py).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, exists, func, select
+from sqlalchemy.orm import selectinload
+
+from ..extensions import db
+from ..models import Batch, DefectClass, Image, Region
+
+IMAGE_SORTS = {
+    "newest": (Image.timestamp.desc(), Image.img_unique_id.desc()),
+    "oldest": (Image.timestamp.asc(), Image.img_unique_id.asc()),
+    "most_defects": (Image.total_defects.desc(), Image.timestamp.desc(), Image.img_unique_id),
+    "fewest_defects": (Image.total_defects.asc(), Image.timestamp.desc(), Image.img_unique_id),
+}
+REGION_SORTS = {
+    "newest": (Image.timestamp.desc(), Region.region_unique_id),
+    "oldest": (Image.timestamp.asc(), Region.region_unique_id),
+    "area_desc": (Region.area_pixels.desc(), Region.region_unique_id),
+    "area_asc": (Region.area_pixels.asc(), Region.region_unique_id),
+    "circularity_desc": (Region.circularity.desc(), Region.region_unique_id),
+    "circularity_asc": (Region.circularity.asc(), Region.region_unique_id),
+    "aspect_ratio_desc": (Region.aspect_ratio.desc(), Region.region_unique_id),
+    "aspect_ratio_asc": (Region.aspect_ratio.asc(), Region.region_unique_id),
+}
+REGION_RANGES = {
+    "area": Region.area_pixels,
+    "circularity": Region.circularity,
+    "aspect_ratio": Region.aspect_ratio,
+}
+
+
+@dataclass
+class Window:
+    """An inclusive time window; a bare date as `end` means the whole day."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    end_is_date: bool = False
+
+    def conditions(self, column):
+        conditions = []
+        if self.start is not None:
+            conditions.append(column >= self.start)
+        if self.end is not None:
+            if self.end_is_date:
+                conditions.append(column < self.end + timedelta(days=1))
+            else:
+                conditions.append(column <= self.end)
+        return conditions
+
+
+def image_conditions(window, class_name=None, batch_id=None):
+    conditions = window.conditions(Image.timestamp)
+    if batch_id:
+        conditions.append(Image.batch_id == batch_id)
+    if class_name:
+        conditions.append(
+            exists().where(
+                DefectClass.img_unique_id == Image.img_unique_id,
+                DefectClass.class_name == class_name,
+                DefectClass.total_regions > 0,
+            )
+        )
+    return conditions
+
+
+def list_images(window, *, class_name, batch_id, sort, page, limit):
+    conditions = image_conditions(window, class_name, batch_id)
+    total = db.session.scalar(select(func.count()).select_from(Image).where(*conditions))
+    rows = db.session.scalars(
+        select(Image)
+        .where(*conditions)
+        .options(selectinload(Image.classes))
+        .order_by(*IMAGE_SORTS[sort])
+        .offset((page - 1) * limit)
+        .limit(limit)
+    ).all()
+    return total, rows
+
+
+# ---- region search -------------------------------------------------------------------
+
+
+def region_query(window, filters):
+    """Region rows joined with their class and image, filtered."""
+    query = (
+        select(
+            Region,
+            DefectClass.class_name,
+            DefectClass.class_id,
+            Image.timestamp,
+            Image.batch_id,
+            Image.original_filename,
+        )
+        .join(DefectClass, Region.class_unique_id == DefectClass.class_unique_id)
+        .join(Image, Region.img_unique_id == Image.img_unique_id)
+        .where(*window.conditions(Image.timestamp))
+    )
+    if filters.get("class_name"):
+        query = query.where(DefectClass.class_name == filters["class_name"])
+    if filters.get("batch_id"):
+        query = query.where(Image.batch_id == filters["batch_id"])
+    if filters.get("img_unique_id"):
+        query = query.where(Region.img_unique_id == filters["img_unique_id"])
+    for name, column in REGION_RANGES.items():
+        low, high = filters.get(f"min_{name}"), filters.get(f"max_{name}")
+        if low is not None:
+            query = query.where(column >= low)
+        if high is not None:
+            query = query.where(column <= high)
+    return query
+
+
+def count_regions(query):
+    return db.session.scalar(select(func.count()).select_from(query.subquery()))
+
+
+def search_regions(window, filters, *, sort, page, limit):
+    query = region_query(window, filters)
+    total = count_regions(query)
+    rows = db.session.execute(
+        query.order_by(*REGION_SORTS[sort]).offset((page - 1) * limit).limit(limit)
+    ).all()
+    return total, rows
+
+
+def stream_regions(window, filters, *, sort, page=None, limit=None):
+    """Rows for CSV export, fetched in chunks so memory stays flat."""
+    query = region_query(window, filters).order_by(*REGION_SORTS[sort])
+    if limit is not None:
+        query = query.offset(((page or 1) - 1) * limit).limit(limit)
+    yield from db.session.execute(query.execution_options(yield_per=1000))
+
+
+# ---- statistics -------------------------------------------------------------------------
+
+
+def statistics(window):
+    conditions = window.conditions(Image.timestamp)
+    totals = db.session.execute(
+        select(
+            func.count(),
+            func.sum(Image.total_defects),
+            func.avg(Image.processing_time_seconds),
+            func.min(Image.processing_time_seconds),
+            func.max(Image.processing_time_seconds),
+            func.min(Image.timestamp),
+            func.max(Image.timestamp),
+            func.sum(Image.stored_bytes),
+        ).where(*conditions)
+    ).one()
+    return {
+        "totals": {
+            "images": totals[0],
+            "regions": int(totals[1] or 0),
+            "batches": batch_count(window),
+        },
+        "processing_time": {"mean": totals[2], "min": totals[3], "max": totals[4]},
+        "date_range": {"first": totals[5], "last": totals[6]},
+        "storage": {"bytes_used": int(totals[7] or 0)},
+        "classes": class_statistics(window),
+        "daily": daily_counts(conditions),
+    }
+
+
+def batch_count(window):
+    return db.session.scalar(
+        select(func.count()).select_from(Batch).where(*window.conditions(Batch.created_at))
+    )
+
+
+def class_statistics(window):
+    query = select(
+        DefectClass.class_id,
+        DefectClass.class_name,
+        func.sum(case((DefectClass.total_regions > 0, 1), else_=0)),
+        func.sum(DefectClass.total_regions),
+        func.sum(DefectClass.total_area_pixels),
+    ).group_by(DefectClass.class_id, DefectClass.class_name)
+    window_conditions = window.conditions(Image.timestamp)
+    if window_conditions:
+        query = query.join(Image, DefectClass.img_unique_id == Image.img_unique_id).where(
+            and_(*window_conditions)
+        )
+    rows = db.session.execute(query.order_by(DefectClass.class_id)).all()
+    return [
+        {
+            "class_id": class_id,
+            "class_name": name,
+            "images": int(images or 0),
+            "regions": int(regions or 0),
+            "area_pixels": int(area or 0),
+        }
+        for class_id, name, images, regions, area in rows
+    ]
+
+
+def daily_counts(conditions):
+    day = func.date(Image.timestamp)
+    rows = db.session.execute(
+        select(day, func.count(), func.sum(Image.total_defects))
+        .where(*conditions)
+        .group_by(day)
+        .order_by(day)
+    ).all()
+    return [
+        {"date": str(date)[:10], "images": images, "defects": int(defects or 0)}
+        for date, images, defects in rows
+    ]

@@ -1,0 +1,668 @@
+"""Tests of the model-service simulator (aoi_flask.simulator)."""
+
+import base64
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from aoi_flask.simulator import (
+    FAILURE_KINDS,
+    SimulatorOptions,
+    create_simulator_app,
+    serve_in_thread,
+)
+from aoi_flask.simulator.__main__ import options_from_args, parse_args
+from aoi_flask.simulator.analysis import analyse, ellipse_axes, measure_mask_regions
+
+DATA = Path(__file__).parent / "data"
+CLASS_KEYS = ["1_PI_Particle", "2_PR_Peeling", "3_Copper_Nodule", "4_Env_Particle"]
+PALETTE = {
+    "1_PI_Particle": (255, 0, 0),
+    "2_PR_Peeling": (0, 255, 0),
+    "3_Copper_Nodule": (0, 0, 255),
+    "4_Env_Particle": (255, 255, 0),
+}
+REGION_FIELDS = {
+    "region_id": int,
+    "centroid": dict,
+    "bounding_box": dict,
+    "area_pixels": int,
+    "perimeter": float,
+    "major_axis": float,
+    "minor_axis": float,
+    "circularity": float,
+    "aspect_ratio": float,
+}
+DARK_DOTS = [(40, 40), (200, 60), (60, 200)]
+BRIGHT_BLOB = (150, 150)
+FAINT_DOT = (220, 220)
+STREAK = ((20, 120), (120, 230))
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def synthetic_gray() -> np.ndarray:
+    """Grey board with three dark dots, a bright blob, a wide streak and faint dust."""
+    noise = np.random.default_rng(7).normal(0, 3, (256, 256))
+    image = np.clip(128 + noise, 0, 255).astype(np.uint8)
+    for centre in DARK_DOTS:
+        cv2.circle(image, centre, 3, 30, -1)
+    cv2.circle(image, BRIGHT_BLOB, 6, 230, -1)
+    cv2.line(image, *STREAK, 50, 11)
+    cv2.circle(image, FAINT_DOT, 3, 75, -1)
+    return image
+
+
+def encode(image: np.ndarray, ext: str = ".png") -> bytes:
+    ok, buffer = cv2.imencode(ext, image)
+    assert ok
+    return buffer.tobytes()
+
+
+def tiny_png() -> bytes:
+    image = np.full((48, 48), 120, np.uint8)
+    cv2.circle(image, (24, 24), 3, 20, -1)
+    return encode(image)
+
+
+def post_image(client, data: bytes, name: str = "board.png", field: str = "image"):
+    return client.post(
+        "/upload", data={field: (io.BytesIO(data), name)}, content_type="multipart/form-data"
+    )
+
+
+def decode_png(text: str) -> Image.Image:
+    raw = base64.b64decode(text, validate=True)
+    assert raw.startswith(b"\x89PNG\r\n\x1a\n")
+    image = Image.open(io.BytesIO(raw))
+    image.load()
+    return image
+
+
+def class_counts(answer: dict) -> dict:
+    classes = answer["analysis_results"]["classes"]
+    return {key: classes[key]["total_regions"] for key in CLASS_KEYS}
+
+
+def without_timing(results: dict) -> dict:
+    return {key: value for key, value in results.items() if key != "performance"}
+
+
+def assert_error(response, status: int):
+    assert response.status_code == status
+    body = response.get_json()
+    assert body["success"] is False
+    assert isinstance(body["error"], str) and body["error"]
+    return body
+
+
+def assert_native_json(value):
+    """Only plain JSON types, finite numbers (what json.dumps made of it)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            assert_native_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            assert_native_json(item)
+    elif isinstance(value, float):
+        assert math.isfinite(value)
+    else:
+        assert value is None or isinstance(value, (str, int, bool))
+
+
+# --- fixtures -----------------------------------------------------------------
+
+
+@pytest.fixture
+def sim_app():
+    return create_simulator_app(SimulatorOptions(timeout_seconds=0.05))
+
+
+@pytest.fixture
+def sim_client(sim_app):
+    return sim_app.test_client()
+
+
+@pytest.fixture
+def sim_options(sim_app):
+    return sim_app.extensions["aoi_simulator"].options
+
+
+@pytest.fixture(scope="module")
+def sim_sample_answer():
+    client = create_simulator_app().test_client()
+    data = (DATA / "segformer_input.jpeg").read_bytes()
+    response = post_image(client, data, "segformer_input.jpeg")
+    assert response.status_code == 200
+    return response.get_json()
+
+
+@pytest.fixture(scope="module")
+def synthetic_answer():
+    client = create_simulator_app().test_client()
+    response = post_image(client, encode(synthetic_gray()), "synthetic board.png")
+    assert response.status_code == 200
+    return response.get_json()
+
+
+# --- the answer on the real sample ----------------------------------------------
+
+
+def test_sample_answer_has_contract_fields_and_types(sim_sample_answer):
+    answer = sim_sample_answer
+    assert answer["success"] is True
+    assert answer["filename"] == "segformer_input.jpeg"
+    for name in ("overlay_image", "combined_image", "mask_image"):
+        assert isinstance(answer[name], str)
+    assert isinstance(answer["processing_time"], float)
+    assert re.fullmatch(r"\d{8}_\d{6}", answer["timestamp"])
+    results = answer["analysis_results"]
+    assert results["image_shape"] == {"height": 1792, "width": 1792}
+    assert list(results["classes"]) == CLASS_KEYS
+    performance = results["performance"]
+    assert performance["processing_time_seconds"] == round(answer["processing_time"], 4)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", performance["timestamp"])
+    assert_native_json(answer)
+
+
+def test_sample_regions_and_totals_are_consistent(sim_sample_answer):
+    classes = sim_sample_answer["analysis_results"]["classes"]
+    assert sim_sample_answer["total_defects"] == sum(c["total_regions"] for c in classes.values())
+    assert sim_sample_answer["total_defects"] > 0
+    for class_id, key in enumerate(CLASS_KEYS, 1):
+        summary = classes[key]
+        assert summary["class_id"] == class_id
+        assert summary["total_regions"] == len(summary["regions"])
+        assert summary["total_area_pixels"] == sum(r["area_pixels"] for r in summary["regions"])
+        assert [r["region_id"] for r in summary["regions"]] == list(
+            range(1, summary["total_regions"] + 1)
+        )
+        for region in summary["regions"]:
+            for field, kind in REGION_FIELDS.items():
+                assert type(region[field]) is kind, (key, field)
+            assert set(region["centroid"]) == {"x", "y"}
+            assert all(type(v) is float for v in region["centroid"].values())
+            assert set(region["bounding_box"]) == {"x", "y", "width", "height"}
+            assert all(type(v) is int for v in region["bounding_box"].values())
+            assert region["major_axis"] >= region["minor_axis"] > 0
+
+
+def test_sample_images_decode_with_the_right_sizes(sim_sample_answer):
+    overlay = decode_png(sim_sample_answer["overlay_image"])
+    mask = decode_png(sim_sample_answer["mask_image"])
+    combined = decode_png(sim_sample_answer["combined_image"])
+    assert overlay.size == mask.size == (1792, 1792)
+    assert combined.size == (2 * 1792, 1792)
+    assert overlay.mode == mask.mode == combined.mode == "RGB"
+
+
+def test_sample_mask_uses_the_palette_and_regions_sit_on_their_colour(sim_sample_answer):
+    mask = np.array(decode_png(sim_sample_answer["mask_image"]))
+    assert set(np.unique(packed_rgb(mask))) <= {0, *(pack(c) for c in PALETTE.values())}
+    for key, summary in sim_sample_answer["analysis_results"]["classes"].items():
+        for region in summary["regions"]:
+            # Ring- and U-shaped regions have their centroid in the hollow:
+            # allow half of the box's short side.
+            box = region["bounding_box"]
+            allowed = max(3.0, min(box["width"], box["height"]) / 2)
+            assert distance_to_colour(mask, region, PALETTE[key]) <= allowed, (key, region)
+
+
+def pack(colour) -> int:
+    red, green, blue = colour
+    return red << 16 | green << 8 | blue
+
+
+def packed_rgb(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.uint32)
+    return image[..., 0] << 16 | image[..., 1] << 8 | image[..., 2]
+
+
+def distance_to_colour(mask: np.ndarray, region: dict, colour) -> float:
+    """Distance from the centroid to the nearest mask pixel of the colour in its box."""
+    box = region["bounding_box"]
+    window = mask[box["y"] : box["y"] + box["height"], box["x"] : box["x"] + box["width"]]
+    ys, xs = np.nonzero(np.all(window == colour, axis=-1))
+    assert len(xs), "no pixel of the class colour inside the bounding box"
+    dx = xs + box["x"] - region["centroid"]["x"]
+    dy = ys + box["y"] - region["centroid"]["y"]
+    return float(np.sqrt(dx * dx + dy * dy).min())
+
+
+def test_measurement_reproduces_the_real_service_sample():
+    mask = np.array(Image.open(DATA / "sample_mask.png").convert("RGB"))
+    reference = json.loads((DATA / "sample_analysis.json").read_text())["classes"]
+    for key, colour in PALETTE.items():
+        measured = measure_mask_regions(cv2.inRange(mask, colour, colour))
+        expected = [
+            {k: v for k, v in region.items() if k != "region_id"}
+            for region in reference[key]["regions"]
+        ]
+        assert measured == expected, key
+
+
+def test_single_pixel_region_follows_the_reference_rule():
+    mask = np.zeros((20, 30), bool)
+    mask[7, 11] = True
+    (region,) = measure_mask_regions(mask)
+    assert region == {
+        "centroid": {"x": 11.0, "y": 7.0},
+        "bounding_box": {"x": 11, "y": 7, "width": 1, "height": 1},
+        "area_pixels": 0,
+        "perimeter": 0.0,
+        "major_axis": 1.0,
+        "minor_axis": 1.0,
+        "circularity": 0.0,
+        "aspect_ratio": 1.0,
+    }
+
+
+# --- real analysis on a drawn image ---------------------------------------------
+
+
+def test_synthetic_board_finds_the_drawn_defects_in_their_classes(synthetic_answer):
+    assert synthetic_answer["filename"] == "synthetic_board.png"
+    assert class_counts(synthetic_answer) == {
+        "1_PI_Particle": 3,
+        "2_PR_Peeling": 1,
+        "3_Copper_Nodule": 1,
+        "4_Env_Particle": 1,
+    }
+    classes = synthetic_answer["analysis_results"]["classes"]
+    assert centroids(classes["1_PI_Particle"]) == pytest.approx(
+        sorted(DARK_DOTS, key=lambda p: (p[1], p[0])), abs=0.5
+    )
+    assert centroids(classes["3_Copper_Nodule"]) == pytest.approx([BRIGHT_BLOB], abs=0.5)
+    assert centroids(classes["4_Env_Particle"]) == pytest.approx([FAINT_DOT], abs=0.5)
+    (streak,) = classes["2_PR_Peeling"]["regions"]
+    assert streak["aspect_ratio"] > 5
+    assert streak["major_axis"] > 120
+
+
+def centroids(summary: dict) -> list:
+    return [(r["centroid"]["x"], r["centroid"]["y"]) for r in summary["regions"]]
+
+
+def test_blank_image_has_no_defects_but_all_four_classes(sim_client):
+    response = post_image(sim_client, encode(np.full((64, 80), 90, np.uint8)), "blank.bmp")
+    answer = response.get_json()
+    assert answer["total_defects"] == 0
+    assert answer["analysis_results"]["image_shape"] == {"height": 64, "width": 80}
+    for key in CLASS_KEYS:
+        assert answer["analysis_results"]["classes"][key]["regions"] == []
+    assert not np.array(decode_png(answer["mask_image"])).any()
+
+
+def test_same_input_gives_the_same_answer(synthetic_answer, sim_client):
+    again = post_image(sim_client, encode(synthetic_gray()), "synthetic board.png").get_json()
+    assert without_timing(again["analysis_results"]) == without_timing(
+        synthetic_answer["analysis_results"]
+    )
+    for name in ("mask_image", "overlay_image", "combined_image"):
+        assert again[name] == synthetic_answer[name]
+
+
+def test_ellipse_of_a_nearly_straight_contour_is_the_same_in_every_thread():
+    # OpenCV jitters such points with a per-thread RNG; the simulator must not.
+    contour = np.array([[[360, 402]], [[359, 403]], [[359, 409]], [[360, 410]], [[360, 411]]])
+    results = [ellipse_axes(contour) for _ in range(3)]
+
+    def in_new_thread():
+        results.append(ellipse_axes(contour))
+
+    for _ in range(2):
+        worker = threading.Thread(target=in_new_thread)
+        worker.start()
+        worker.join()
+    assert len(set(results)) == 1
+    major, minor = results[0]
+    assert major >= minor > 0
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".tiff", ".bmp", "16-bit.png", "colour.png"])
+def test_other_formats_and_depths_are_analysed(ext, sim_client, synthetic_answer):
+    gray = synthetic_gray()
+    if ext == "16-bit.png":
+        data = encode(gray.astype(np.uint16) * 257, ".png")
+    elif ext == "colour.png":
+        data = encode(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), ".png")
+    else:
+        data = encode(gray, ext)
+    answer = post_image(
+        sim_client, data, "board" + ext.replace("16-bit", "").replace("colour", "")
+    ).get_json()
+    assert answer["success"] is True
+    counts = class_counts(answer)
+    assert counts["1_PI_Particle"] == 3
+    assert counts["2_PR_Peeling"] == 1
+    assert counts["3_Copper_Nodule"] == 1
+    assert decode_png(answer["overlay_image"]).size == (256, 256)
+
+
+def test_analysis_runs_fast_on_a_small_image():
+    gray = synthetic_gray()
+    analyse(gray)
+    started = time.perf_counter()
+    for _ in range(5):
+        analyse(gray)
+    assert (time.perf_counter() - started) / 5 < 0.1
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def test_upload_without_image_field_is_400(sim_client):
+    assert_error(post_image(sim_client, tiny_png(), field="file"), 400)
+
+
+def test_upload_with_empty_filename_is_400(sim_client):
+    assert_error(post_image(sim_client, tiny_png(), name=""), 400)
+
+
+@pytest.mark.parametrize("name", ["board.gif", "board", "board.png.exe"])
+def test_upload_with_bad_extension_is_400(sim_client, name):
+    assert_error(post_image(sim_client, tiny_png(), name=name), 400)
+
+
+def test_extension_is_checked_on_the_name_only(sim_client):
+    # The reference accepts any bytes named .png and fails later with 500.
+    assert_error(post_image(sim_client, b"definitely not an image", "fake.png"), 500)
+
+
+def test_upload_over_50_mb_is_413(sim_client):
+    body = b"x" * (50 * 1024 * 1024 + 1)
+    response = sim_client.post(
+        "/upload", data=body, content_type="multipart/form-data; boundary=xyz"
+    )
+    assert_error(response, 413)
+
+
+def test_without_model_uploads_and_model_info_are_503(sim_client, sim_options):
+    sim_options.model_loaded = False
+    body = assert_error(post_image(sim_client, tiny_png()), 503)
+    assert body["error"] == "模型尚未載入，請檢查系統狀態"
+    assert_error(sim_client.get("/api/model/current"), 503)
+    files = {"images": [(io.BytesIO(tiny_png()), "a.png")]}
+    assert_error(sim_client.post("/upload/batch", data=files), 503)
+    health = sim_client.get("/health").get_json()
+    assert health["model_loaded"] is False
+    assert sim_client.get("/api/status").get_json()["model_loaded"] is False
+
+
+def test_unknown_path_and_wrong_method_are_json(sim_client):
+    assert_error(sim_client.get("/no/such/path"), 404)
+    assert_error(sim_client.get("/upload"), 405)
+
+
+def test_download_never_leaves_the_results_folder(sim_client):
+    assert_error(sim_client.get("/download/anything.json"), 404)
+    files = {"images": [(io.BytesIO(tiny_png()), "a.png")]}
+    summary_path = sim_client.post("/upload/batch", data=files).get_json()["summary_path"]
+    assert sim_client.get(f"/download/{summary_path}").status_code == 200
+    assert_error(sim_client.get("/download/../../etc/passwd"), 404)
+    assert_error(sim_client.get("/download/%2E%2E/%2E%2E/etc/passwd"), 404)
+
+
+# --- failure injection ----------------------------------------------------------------
+
+
+def fail_always(options, kind: str) -> None:
+    options.failure_rate = 1.0
+    options.failure_kinds = [kind]
+
+
+def test_injected_500(sim_client, sim_options):
+    fail_always(sim_options, "500")
+    assert_error(post_image(sim_client, tiny_png()), 500)
+
+
+def test_injected_503(sim_client, sim_options):
+    fail_always(sim_options, "503")
+    body = assert_error(post_image(sim_client, tiny_png()), 503)
+    assert body["error"] == "模型尚未載入，請檢查系統狀態"
+
+
+def test_injected_timeout_hangs_then_answers(sim_client, sim_options):
+    fail_always(sim_options, "timeout")
+    started = time.perf_counter()
+    response = post_image(sim_client, tiny_png())
+    assert time.perf_counter() - started >= 0.05
+    assert response.status_code == 200
+    assert response.get_json()["success"] is True
+
+
+def test_injected_malformed_is_200_with_broken_json(sim_client, sim_options):
+    fail_always(sim_options, "malformed")
+    response = post_image(sim_client, tiny_png())
+    assert response.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.get_data(as_text=True))
+
+
+def test_injected_truncated_cuts_the_base64_images(sim_client, sim_options):
+    good = post_image(sim_client, tiny_png()).get_json()
+    fail_always(sim_options, "truncated")
+    response = post_image(sim_client, tiny_png())
+    assert response.status_code == 200
+    damaged = response.get_json()
+    assert damaged["success"] is True
+    for name in ("overlay_image", "combined_image", "mask_image"):
+        assert damaged[name] == good[name][: len(good[name]) // 2]
+        with pytest.raises(Exception):  # noqa: B017  (bad base64 or bad PNG)
+            decode_png(damaged[name])
+
+
+def test_injected_success_false(sim_client, sim_options):
+    fail_always(sim_options, "success_false")
+    assert_error(post_image(sim_client, tiny_png()), 200)
+
+
+def test_failure_rate_is_random_but_reproducible_with_a_seed(sim_client, sim_options):
+    def statuses():
+        return [post_image(sim_client, tiny_png()).status_code for _ in range(30)]
+
+    sim_options.update({"failure_rate": 0.5, "failure_kinds": ["500", "503"], "seed": 3})
+    first = statuses()
+    sim_options.seed = 4
+    sim_options.seed = 3
+    sim_options.update({"seed": None})
+    sim_options.update({"seed": 3})
+    second = statuses()
+    assert first == second
+    assert set(first) == {200, 500, 503}
+
+
+def test_config_endpoint_reads_and_changes_behaviour(sim_client):
+    options = sim_client.get("/_simulator/config").get_json()["options"]
+    assert options["failure_rate"] == 0.0
+    assert options["failure_kinds"] == list(FAILURE_KINDS)
+    response = sim_client.post(
+        "/_simulator/config", json={"failure_rate": 1.0, "failure_kinds": ["500"]}
+    )
+    assert response.get_json()["options"]["failure_rate"] == 1.0
+    assert_error(post_image(sim_client, tiny_png()), 500)
+    sim_client.post("/_simulator/config", json={"failure_rate": 0, "model_loaded": False})
+    assert_error(post_image(sim_client, tiny_png()), 503)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"failure_rate": 2}, {"failure_kinds": ["fire"]}, {"latency": -1}, {"colour": "red"}],
+)
+def test_config_endpoint_rejects_bad_values_and_changes_nothing(sim_client, change):
+    assert_error(sim_client.post("/_simulator/config", json=change), 400)
+    assert_error(sim_client.post("/_simulator/config", data="not json"), 400)
+    options = sim_client.get("/_simulator/config").get_json()["options"]
+    assert options == SimulatorOptions(timeout_seconds=0.05).to_dict()
+
+
+def test_options_validate_their_fields():
+    with pytest.raises(ValueError):
+        SimulatorOptions(failure_rate=1.5)
+    with pytest.raises(ValueError):
+        SimulatorOptions(failure_kinds=["boom"])
+    with pytest.raises(TypeError):
+        SimulatorOptions(model_loaded="yes")
+
+
+def test_latency_is_a_minimum_service_time(sim_client, sim_options):
+    sim_options.latency = 0.2
+    started = time.perf_counter()
+    answer = post_image(sim_client, tiny_png()).get_json()
+    assert time.perf_counter() - started >= 0.2
+    assert 0.2 <= answer["processing_time"] < 0.5
+    performance = answer["analysis_results"]["performance"]
+    assert performance["processing_time_seconds"] == round(answer["processing_time"], 4)
+
+
+# --- batch and information endpoints ------------------------------------------------
+
+
+def test_batch_answer_shape(sim_client):
+    files = {
+        "images": [
+            (io.BytesIO(encode(synthetic_gray())), "one.png"),
+            (io.BytesIO(b"text"), "notes.txt"),
+            (io.BytesIO(tiny_png()), "two.png"),
+            (io.BytesIO(b"garbage"), "three.jpg"),
+        ]
+    }
+    answer = sim_client.post("/upload/batch", data=files).get_json()
+    assert answer["success"] is True
+    assert (answer["total_images"], answer["processed"], answer["failed"]) == (4, 2, 2)
+    assert re.fullmatch(r"\d{8}_\d{6}", answer["batch_id"])
+    assert isinstance(answer["total_processing_time"], float)
+    assert answer["summary_path"] and answer["timestamp"]
+    results = answer["results"]
+    assert [r["file_index"] for r in results] == [0, 1, 2, 3]
+    assert [r["success"] for r in results] == [True, False, True, False]
+    good, bad = results[0], results[1]
+    assert list(good) == [
+        "filename",
+        "success",
+        "file_index",
+        "overlay_image",
+        "combined_image",
+        "mask_image",
+        "total_defects",
+        "processing_time",
+        "analysis_results",
+        "output_dir",
+    ]
+    assert good["filename"] == "one.png" and good["total_defects"] == 6
+    assert set(bad) == {"filename", "success", "file_index", "error"}
+
+
+def test_batch_without_images_is_400(sim_client):
+    assert_error(sim_client.post("/upload/batch", data={}), 400)
+
+
+def test_health_and_status_say_simulator(sim_client):
+    health = sim_client.get("/health").get_json()
+    assert health["status"] == "ok" and health["simulator"] is True
+    assert "simulator" in health["system"]
+    assert health["device"] == "cpu" and health["cuda_available"] is False
+    assert health["model_loaded"] is True
+    status = sim_client.get("/api/status").get_json()
+    assert status["simulator"] is True
+    assert status["current_model"] == "segformer"
+    assert "simulator" in status["current_model_name"]
+    assert status["max_file_size_mb"] == 50
+    assert set(status["supported_formats"]) == {"png", "jpg", "jpeg", "bmp", "tiff", "tif"}
+    assert "SIMULATOR" in sim_client.get("/docs").get_data(as_text=True)
+
+
+def test_model_current_available_and_switch(sim_client):
+    current = sim_client.get("/api/model/current").get_json()
+    assert current["success"] is True and current["simulator"] is True
+    assert (current["base_size"], current["patch_size"]) == (1792, 512)
+    assert "simulator" in current["model_name"] and current["model_path"]
+    available = sim_client.get("/api/model/available").get_json()
+    assert available["available_models"] == ["segformer", "oneformer"]
+    switched = sim_client.post("/api/model/switch", json={"model": "oneformer"})
+    assert switched.get_json()["current_model"] == "oneformer"
+    assert sim_client.get("/api/model/current").get_json()["current_model"] == "oneformer"
+    assert_error(sim_client.post("/api/model/switch", json={"model": "yolo"}), 400)
+
+
+# --- over real loopback HTTP ---------------------------------------------------------
+
+
+def test_served_in_a_thread_over_loopback_http():
+    handle = serve_in_thread(SimulatorOptions(timeout_seconds=30))
+    try:
+        assert handle.url == f"http://127.0.0.1:{handle.port}"
+        health = requests.get(f"{handle.url}/health", timeout=5).json()
+        assert health["simulator"] is True
+        files = {"image": ("board.png", encode(synthetic_gray()), "image/png")}
+        answer = requests.post(f"{handle.url}/upload", files=files, timeout=10).json()
+        assert answer["total_defects"] == 6
+        handle.options.model_loaded = False
+        assert requests.post(f"{handle.url}/upload", files=files, timeout=10).status_code == 503
+        requests.post(f"{handle.url}/_simulator/config", json={"model_loaded": True}, timeout=5)
+        assert handle.options.model_loaded is True
+        assert requests.get(f"{handle.url}/nowhere", timeout=5).json()["success"] is False
+        # A request hanging in a 30 s "timeout" failure must not hold up shutdown.
+        handle.options.update({"failure_rate": 1.0, "failure_kinds": ["timeout"]})
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.post(f"{handle.url}/upload", files=files, timeout=0.3)
+        started = time.perf_counter()
+        handle.shutdown()
+        assert time.perf_counter() - started < 2
+    finally:
+        handle.shutdown()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"{handle.url}/health", timeout=2)
+
+
+def test_thread_handle_is_a_context_manager_with_live_options():
+    with serve_in_thread() as handle:
+        handle.options = SimulatorOptions(failure_rate=1.0, failure_kinds=["500"])
+        files = {"image": ("tiny.png", tiny_png(), "image/png")}
+        assert requests.post(f"{handle.url}/upload", files=files, timeout=5).status_code == 500
+        config = requests.get(f"{handle.url}/_simulator/config", timeout=5).json()
+        assert config["options"]["failure_kinds"] == ["500"]
+
+
+def test_command_line_flags_become_options():
+    flags = "--port 0 --latency 0.5 --failure-rate 0.25 --failure-kinds 500,timeout"
+    args = parse_args([*flags.split(), "--timeout-seconds", "2", "--no-model", "--seed", "9"])
+    assert args.host == "127.0.0.1"
+    assert options_from_args(args) == SimulatorOptions(
+        latency=0.5,
+        failure_rate=0.25,
+        failure_kinds=["500", "timeout"],
+        timeout_seconds=2.0,
+        model_loaded=False,
+        seed=9,
+    )
+
+
+def test_command_line_serves_with_waitress():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aoi_flask.simulator", "--port", "0", "--no-model"],
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
+        health = requests.get(f"{url}/health", timeout=5).json()
+        assert health["simulator"] is True and health["model_loaded"] is False
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
