@@ -8,6 +8,7 @@ python run.py --dev      Flask's debug server instead of waitress
 import argparse
 import atexit
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def free_port():
 
 
 def start_simulator():
-    """The simulator runs in its own process, as the real model service would."""
+    """The simulator runs in its own process, as the real model service would;
+    it stops with the agent (SIGTERM included, so atexit handlers run)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "aoi_flask.simulator", "--host", "127.0.0.1", "--port", str(port)]

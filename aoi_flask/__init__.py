@@ -7,9 +7,12 @@ from types import SimpleNamespace
 from flask import Flask
 
 from . import models  # noqa: F401  (registers the tables with the metadata)
+from .apidocs import register_apidocs
 from .config import Config
 from .errors import register_errorhandlers
 from .extensions import db, migrate
+from .logs import configure_logging
+from .security import register_security
 from .services.batches import BatchRunner
 from .services.results import Limits, ModelGate, ResultsService
 from .services.segformer import SegformerClient
@@ -23,9 +26,12 @@ def create_app(config=Config, **overrides):
     app.config.from_object(config)
     app.config.update(overrides)
     configure_app(app)
+    configure_logging(app)
+    register_security(app)
     register_extensions(app)
     register_services(app)
     register_blueprints(app)
+    register_apidocs(app)
     register_errorhandlers(app)
     register_commands(app)
     return app

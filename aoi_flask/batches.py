@@ -3,25 +3,24 @@
 from flask import Blueprint, jsonify, request
 
 from .extensions import services
-from .schemas import (
-    BatchFileSchema,
-    BatchSummarySchema,
-    PageSchema,
-    batch_counts,
-    batch_links,
-    load_or_400,
-    pages,
-)
+from .schemas import BatchFileSchema, PageSchema, batch_links, load_or_400, pages, utc_text
 from .services import batches as batch_service
+from .services.storage import utc_now
 
 bp = Blueprint("batches", __name__)
 
 
-def dump_progress(batch, counts):
+def dump_progress(progress):
+    batch, counts = progress.batch, progress.counts
     total = batch.total_files or 0
     finished = counts.get("done", 0) + counts.get("failed", 0)
     return {
-        **BatchSummarySchema().dump(batch),
+        "batch_id": batch.batch_id,
+        "status": progress.status,
+        "created_at": utc_text(batch.created_at),
+        "started_at": utc_text(progress.started_at),
+        "finished_at": utc_text(progress.finished_at),
+        "total_images": total,
         "queued": counts.get("queued", 0),
         "processing": counts.get("processing", 0),
         "processed": counts.get("done", 0),
@@ -34,6 +33,7 @@ def dump_progress(batch, counts):
 def dump_batch(batch):
     """One batch with per-file rows (state, error, stored image)."""
     storage = services().storage
+    progress = batch_service.progress_of([batch])[batch.batch_id]
     images = batch_service.images_of(
         [item.img_unique_id for item in batch.items if item.state == "done"]
     )
@@ -46,27 +46,39 @@ def dump_batch(batch):
         row["retryable"] = batch_service.is_retryable(storage, item)
         files.append(row)
     times = [image.processing_time_seconds for image in images.values()]
+    end = progress.finished_at or utc_now()
     return {
         "success": True,
-        **dump_progress(batch, batch_counts(batch.items)),
+        **dump_progress(progress),
         "total_processing_time": round(sum(times), 4),
-        "elapsed_seconds": elapsed(batch),
+        "elapsed_seconds": max(0.0, (end - batch.created_at).total_seconds()),
         "files": files,
     }
 
 
-def elapsed(batch):
-    from .services.storage import utc_now
-
-    end = batch.finished_at or utc_now()
-    return max(0.0, (end - batch.created_at).total_seconds())
-
-
 @bp.get("/batches")
 def list_batches():
+    """All batches, newest first, with their progress.
+    ---
+    tags: [batches]
+    operationId: list_batches
+    parameters:
+      - $ref: '#/components/parameters/Page'
+      - $ref: '#/components/parameters/Limit'
+    responses:
+      200:
+        description: One page of batches
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/BatchList'}
+            examples:
+              sample: {$ref: '#/components/examples/BatchList'}
+      400: {$ref: '#/components/responses/InvalidParameter'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+    """
     options = load_or_400(PageSchema(), request.args)
     total, rows = batch_service.list_batches(options["page"], options["limit"])
-    counts = batch_service.state_counts([b.batch_id for b in rows])
+    progress = batch_service.progress_of(rows)
     return jsonify(
         {
             "success": True,
@@ -74,18 +86,67 @@ def list_batches():
             "page": options["page"],
             "limit": options["limit"],
             "pages": pages(total, options["limit"]),
-            "batches": [dump_progress(b, counts.get(b.batch_id, {})) for b in rows],
+            "batches": [dump_progress(progress[b.batch_id]) for b in rows],
         }
     )
 
 
 @bp.get("/batches/<batch_id>")
 def get_batch(batch_id):
+    """One batch's progress: status, counts and per-file state, error and image id.
+
+    `status` is `queued`, `running`, `done`, `partial` (some files failed) or
+    `failed` (all failed). Poll it while `status` is queued or running.
+    ---
+    tags: [batches]
+    operationId: get_batch
+    parameters:
+      - $ref: '#/components/parameters/BatchId'
+    responses:
+      200:
+        description: The batch
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Batch'}
+            examples:
+              sample: {$ref: '#/components/examples/Batch'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      404: {$ref: '#/components/responses/BatchNotFound'}
+    """
     return jsonify(dump_batch(batch_service.get_batch(batch_id)))
 
 
 @bp.post("/batches/<batch_id>/retry")
 def retry_batch(batch_id):
+    """Run the failed files of a batch again, from their stored inputs.
+
+    Files refused before they were saved (wrong type, empty) cannot be retried.
+    Answers 202 when files were queued, 200 when there was nothing to retry.
+    ---
+    tags: [batches]
+    operationId: retry_batch
+    parameters:
+      - $ref: '#/components/parameters/BatchId'
+    responses:
+      200:
+        description: Nothing to retry
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/BatchRetry'}
+            examples:
+              sample: {$ref: '#/components/examples/BatchNothingToRetry'}
+      202:
+        description: Failed files queued again; follow `status_url`
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/BatchRetry'}
+            examples:
+              sample: {$ref: '#/components/examples/BatchRetried'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      404: {$ref: '#/components/responses/BatchNotFound'}
+      500: {$ref: '#/components/responses/DatabaseError'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
+    """
     retried = batch_service.retry_failed(services().storage, batch_id)
     services().batches.submit(retried)
     response = jsonify(

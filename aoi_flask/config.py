@@ -62,6 +62,9 @@ class Config:
     THUMBNAIL_SIZE = env_int("AOI_THUMBNAIL_SIZE", 256)
 
     API_KEYS = env_list("AOI_API_KEYS")
+    # Signs the download links the API hands out; unset: derived from the API keys.
+    SECRET_KEY = env_str("AOI_SECRET_KEY", "") or None
+    SIGNED_URL_TTL = env_int("AOI_SIGNED_URL_TTL", 3600)
     CORS_ORIGINS = env_list("AOI_CORS_ORIGINS")
 
     HOST = env_str("AOI_HOST", "127.0.0.1")
@@ -85,4 +88,5 @@ class TestingConfig(Config):
     MODEL_RETRY_BACKOFF = 0.0
     MODEL_READ_TIMEOUT = 10.0
     API_KEYS = []
+    SECRET_KEY = None
     CORS_ORIGINS = []

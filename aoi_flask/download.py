@@ -62,6 +62,53 @@ def send_stored(image, kind, download_name):
 
 @bp.get("/download/image/<img_id>/<kind>")
 def download_image(img_id, kind):
+    """One stored image file, byte for byte: the input or a result image.
+
+    `kind` is `input` (as uploaded), `combined`, `mask`, `overlay` (PNG) or
+    `thumbnail` (JPEG). The attachment is named `<img_id>_<kind>.<ext>`, with the
+    right MIME type. ETag and Last-Modified allow conditional GET (304) and Range
+    requests (206). The URLs in API answers are signed while API keys are
+    configured, so they work without a key header.
+    ---
+    tags: [download]
+    operationId: download_image
+    parameters:
+      - $ref: '#/components/parameters/ImgId'
+      - name: kind
+        in: path
+        required: true
+        description: Which file
+        schema: {type: string, enum: [input, combined, mask, overlay, thumbnail]}
+        example: overlay
+      - $ref: '#/components/parameters/Expires'
+      - $ref: '#/components/parameters/Signature'
+    responses:
+      200:
+        description: The file
+        headers:
+          Content-Disposition:
+            description: "`attachment; filename=<img_id>_<kind>.<ext>`"
+            schema: {type: string}
+          ETag: {description: Entity tag for conditional GET, schema: {type: string}}
+          Last-Modified: {description: Modification time, schema: {type: string}}
+        content:
+          image/png: {schema: {type: string, format: binary}}
+          image/jpeg: {schema: {type: string, format: binary}}
+          image/tiff: {schema: {type: string, format: binary}}
+          image/bmp: {schema: {type: string, format: binary}}
+      206:
+        description: Part of the file (Range request)
+        content:
+          image/png: {schema: {type: string, format: binary}}
+          image/jpeg: {schema: {type: string, format: binary}}
+          image/tiff: {schema: {type: string, format: binary}}
+          image/bmp: {schema: {type: string, format: binary}}
+      304: {description: Not modified since the ETag / date the client has}
+      400: {$ref: '#/components/responses/InvalidParameter'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      403: {$ref: '#/components/responses/SignatureInvalid'}
+      404: {$ref: '#/components/responses/FileNotFound'}
+    """
     load_or_400(DownloadTypeSchema(), {"type": kind})
     image = results.get_image(img_id)
     return send_stored(image, kind, f"{img_id}_{kind}")
@@ -69,13 +116,73 @@ def download_image(img_id, kind):
 
 @bp.get("/download/json/<img_id>")
 def download_json(img_id):
+    """The stored analysis JSON, exactly as the model service returned it.
+
+    Attachment `<img_id>_analysis.json`; conditional GET as for image downloads.
+    ---
+    tags: [download]
+    operationId: download_json
+    parameters:
+      - $ref: '#/components/parameters/ImgId'
+      - $ref: '#/components/parameters/Expires'
+      - $ref: '#/components/parameters/Signature'
+    responses:
+      200:
+        description: analysis.json
+        headers:
+          Content-Disposition:
+            description: "`attachment; filename=<img_id>_analysis.json`"
+            schema: {type: string}
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/AnalysisResults'}
+            examples:
+              sample: {$ref: '#/components/examples/AnalysisResults'}
+      206:
+        description: Part of the file (Range request)
+        content:
+          application/json: {schema: {type: string, format: binary}}
+      304: {description: Not modified since the ETag / date the client has}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      403: {$ref: '#/components/responses/SignatureInvalid'}
+      404: {$ref: '#/components/responses/FileNotFound'}
+    """
     image = results.get_image(img_id)
     return send_stored(image, "json", f"{img_id}_analysis")
 
 
 @bp.get("/download/batch/<batch_id>")
 def download_batch(batch_id):
-    """A ZIP streamed while it is built: stored entries, never whole in memory."""
+    """A batch as one ZIP, streamed while it is built (never whole in memory or on disk).
+
+    One folder per stored image (`<img_id>_<name>/` with the input, combined, mask
+    and overlay images and analysis.json), `batch_summary.json` (the same body as
+    GET /batches/{batch_id}) and `regions.csv` (every region of the batch). Entries
+    are stored, not deflated: the images are compressed already.
+    ---
+    tags: [download]
+    operationId: download_batch
+    parameters:
+      - $ref: '#/components/parameters/BatchId'
+      - $ref: '#/components/parameters/Expires'
+      - $ref: '#/components/parameters/Signature'
+    responses:
+      200:
+        description: The ZIP
+        headers:
+          Content-Disposition:
+            description: "`attachment; filename=batch_<batch_id>.zip`"
+            schema: {type: string}
+          Content-Length:
+            description: Size of the whole ZIP, known before it is streamed
+            schema: {type: integer}
+        content:
+          application/zip:
+            schema: {type: string, format: binary}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      403: {$ref: '#/components/responses/SignatureInvalid'}
+      404: {$ref: '#/components/responses/BatchNotFound'}
+    """
     from .batches import dump_batch
 
     batch = batch_service.get_batch(batch_id)

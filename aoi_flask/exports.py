@@ -3,7 +3,7 @@
 import csv
 import io
 
-from .schemas import UtcDateTime
+from .schemas import utc_text
 
 REGION_CSV_COLUMNS = (
     "region_unique_id",
@@ -35,7 +35,7 @@ def csv_values(row):
     extra = {
         "filename": row.original_filename,
         "batch_id": row.batch_id,
-        "timestamp": UtcDateTime()._serialize(row.timestamp, None, None),
+        "timestamp": utc_text(row.timestamp),
         "class_id": row.class_id,
         "class_name": row.class_name,
     }

@@ -11,12 +11,12 @@ from .schemas import (
     ImageDetailSchema,
     ImageListSchema,
     RegionFilterSchema,
-    UtcDateTime,
     WindowSchema,
     dump_region_row,
     dump_regions,
     load_or_400,
     pages,
+    utc_text,
 )
 from .services import queries, results
 
@@ -25,6 +25,40 @@ bp = Blueprint("images", __name__)
 
 @bp.get("/images")
 def list_images():
+    """History: stored results, newest first, filtered and paged.
+
+    Filters combine: a time window (`start_date`, `end_date`, inclusive; a bare
+    end date means the whole day), a defect class (images with at least one
+    region of it) and a batch. Each row has the PRD Example 2 fields plus
+    `filename`, `batch_id`, `defect_classes` and `thumbnail_url`.
+    ---
+    tags: [images]
+    operationId: list_images
+    parameters:
+      - $ref: '#/components/parameters/Page'
+      - $ref: '#/components/parameters/Limit'
+      - $ref: '#/components/parameters/StartDate'
+      - $ref: '#/components/parameters/EndDate'
+      - $ref: '#/components/parameters/ClassName'
+      - $ref: '#/components/parameters/BatchFilter'
+      - name: sort
+        in: query
+        description: Order of the rows
+        schema:
+          type: string
+          enum: [newest, oldest, most_defects, fewest_defects]
+          default: newest
+    responses:
+      200:
+        description: One page of images
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/HistoryPage'}
+            examples:
+              sample: {$ref: '#/components/examples/HistoryPage'}
+      400: {$ref: '#/components/responses/InvalidFilter'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+    """
     options = load_or_400(ImageListSchema(), request.args)
     page, limit = options["page"], options["limit"]
     total, rows = queries.list_images(
@@ -49,11 +83,45 @@ def list_images():
 
 @bp.get("/images/<img_id>")
 def get_image(img_id):
+    """One stored result: metadata, stored paths, download URLs, per-class summary.
+    ---
+    tags: [images]
+    operationId: get_image
+    parameters:
+      - $ref: '#/components/parameters/ImgId'
+    responses:
+      200:
+        description: The image
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/ImageDetail'}
+            examples:
+              sample: {$ref: '#/components/examples/ImageDetail'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      404: {$ref: '#/components/responses/ImageNotFound'}
+    """
     return jsonify(ImageDetailSchema().dump(results.get_image(img_id)))
 
 
 @bp.get("/images/<img_id>/classes")
 def get_classes(img_id):
+    """The four class rows of one image (PI_Particle, PR_Peeling, Copper_Nodule, Env_Particle).
+    ---
+    tags: [images]
+    operationId: get_classes
+    parameters:
+      - $ref: '#/components/parameters/ImgId'
+    responses:
+      200:
+        description: The class rows, by class id
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/ClassList'}
+            examples:
+              sample: {$ref: '#/components/examples/ClassList'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      404: {$ref: '#/components/responses/ImageNotFound'}
+    """
     image = results.get_image(img_id)
     return jsonify(
         {
@@ -66,6 +134,27 @@ def get_classes(img_id):
 
 @bp.get("/images/<img_id>/regions")
 def get_regions(img_id):
+    """Every defect region of one image, grouped by class (PRD Example 3).
+
+    Each float is returned exactly as the model sent it.
+    ---
+    tags: [images]
+    operationId: get_regions
+    parameters:
+      - $ref: '#/components/parameters/ImgId'
+      - $ref: '#/components/parameters/ClassName'
+    responses:
+      200:
+        description: The regions, grouped by class
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Regions'}
+            examples:
+              sample: {$ref: '#/components/examples/Regions'}
+      400: {$ref: '#/components/responses/InvalidFilter'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      404: {$ref: '#/components/responses/ImageNotFound'}
+    """
     options = load_or_400(RegionFilterSchema(), request.args)
     results.get_image(img_id)
     return jsonify(dump_regions(img_id, results.regions_of(img_id, options["class_name"])))
@@ -73,6 +162,25 @@ def get_regions(img_id):
 
 @bp.delete("/images/<img_id>")
 def delete_image(img_id):
+    """Delete one stored result: its rows (classes and regions cascade) and its files.
+    ---
+    tags: [images]
+    operationId: delete_image
+    parameters:
+      - $ref: '#/components/parameters/ImgId'
+    responses:
+      200:
+        description: Deleted
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Deleted'}
+            examples:
+              sample: {$ref: '#/components/examples/Deleted'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      404: {$ref: '#/components/responses/ImageNotFound'}
+      500: {$ref: '#/components/responses/DatabaseError'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
+    """
     services().results.delete(img_id)
     return jsonify({"success": True, "img_unique_id": img_id, "deleted": True})
 
@@ -92,6 +200,84 @@ REGION_FILTERS = (
 
 @bp.get("/query/defects")
 def query_defects():
+    """Region-level search over all stored results, as JSON pages or a CSV export.
+
+    Filters combine (AND); ranges are inclusive. `format=csv` streams the same rows
+    as CSV; without `page`/`limit` the export holds every matching row.
+    ---
+    tags: [images]
+    operationId: query_defects
+    parameters:
+      - $ref: '#/components/parameters/ClassName'
+      - $ref: '#/components/parameters/StartDate'
+      - $ref: '#/components/parameters/EndDate'
+      - name: min_area
+        in: query
+        description: Smallest area_pixels
+        schema: {type: number, minimum: 0}
+      - name: max_area
+        in: query
+        description: Largest area_pixels
+        schema: {type: number, minimum: 0}
+      - name: min_circularity
+        in: query
+        description: Lowest circularity
+        schema: {type: number, minimum: 0}
+      - name: max_circularity
+        in: query
+        description: Highest circularity
+        schema: {type: number, minimum: 0}
+      - name: min_aspect_ratio
+        in: query
+        description: Lowest aspect ratio
+        schema: {type: number, minimum: 0}
+      - name: max_aspect_ratio
+        in: query
+        description: Highest aspect ratio
+        schema: {type: number, minimum: 0}
+      - name: batch_id
+        in: query
+        description: Only regions of images of this batch
+        schema: {type: string, maxLength: 64}
+      - name: img_unique_id
+        in: query
+        description: Only regions of this image
+        schema: {type: string, maxLength: 255}
+        example: 20260224_173819_AB12CD
+      - $ref: '#/components/parameters/Page'
+      - $ref: '#/components/parameters/Limit'
+      - name: sort
+        in: query
+        description: Order of the rows
+        schema:
+          type: string
+          enum: [newest, oldest, area_desc, area_asc, circularity_desc, circularity_asc,
+                 aspect_ratio_desc, aspect_ratio_asc]
+          default: newest
+      - name: format
+        in: query
+        description: "`csv` streams the rows as a CSV attachment (defects.csv)"
+        schema: {type: string, enum: [json, csv], default: json}
+    responses:
+      200:
+        description: One page of regions (JSON), or every matching row (CSV)
+        headers:
+          Content-Disposition:
+            description: "`attachment; filename=defects.csv` (CSV only)"
+            schema: {type: string}
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/DefectPage'}
+            examples:
+              sample: {$ref: '#/components/examples/DefectPage'}
+          text/csv:
+            schema: {type: string}
+            example: |
+              region_unique_id,img_unique_id,filename,batch_id,timestamp,class_id,class_name,region_id,centroid_x,centroid_y,bbox_x,bbox_y,bbox_width,bbox_height,area_pixels,perimeter,major_axis,minor_axis,circularity,aspect_ratio
+              20260224_173819_AB12CD_1_1,20260224_173819_AB12CD,segformer_input.jpeg,,2026-02-24T17:38:19Z,1,PI_Particle,1,1655.904761904762,1508.0,1653,1506,7,5,14,15.313708305358887,5.750073432922363,3.9162988662719727,0.750200171090617,1.4682417326326294
+      400: {$ref: '#/components/responses/InvalidFilter'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+    """
     options = load_or_400(DefectQuerySchema(), request.args)
     filters = {name: options[name] for name in REGION_FILTERS}
     window, sort, page, limit = (options[k] for k in ("window", "sort", "page", "limit"))
@@ -121,12 +307,34 @@ def query_defects():
 
 @bp.get("/stats")
 def stats():
+    """Statistics: totals, per-class counts, processing times, storage, daily trend.
+
+    Totals of images, regions and batches; per class the images with at least one
+    region, the regions and their area; processing-time mean, min and max; the
+    first and last image; bytes stored; and images and defects per UTC day.
+    Optionally limited to a time window.
+    ---
+    tags: [images]
+    operationId: stats
+    parameters:
+      - $ref: '#/components/parameters/StartDate'
+      - $ref: '#/components/parameters/EndDate'
+    responses:
+      200:
+        description: The statistics
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Stats'}
+            examples:
+              sample: {$ref: '#/components/examples/Stats'}
+      400: {$ref: '#/components/responses/InvalidParameter'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+    """
     options = load_or_400(WindowSchema(), request.args)
     window = options["window"]
     body = queries.statistics(window)
-    utc = UtcDateTime()
     for key in ("first", "last"):
-        body["date_range"][key] = utc._serialize(body["date_range"][key], None, None)
+        body["date_range"][key] = utc_text(body["date_range"][key])
     body["window"] = {
         "start_date": request.args.get("start_date"),
         "end_date": request.args.get("end_date"),

@@ -131,21 +131,16 @@ class Region(db.Model):
     )
 
 
-BATCH_STATES = ("queued", "running", "done", "partial", "failed")
-ITEM_STATES = ("queued", "processing", "done", "failed")
-
-
 class Batch(db.Model):
     """One POST /upload/batch request; its files are BatchItems."""
 
     __tablename__ = "batches"
 
     batch_id = db.Column(db.String(64), primary_key=True)
-    status = db.Column(db.String(16), nullable=False, default="queued")
     total_files = db.Column(db.Integer, nullable=False)
     created_at = db.Column(db.DateTime, nullable=False)
-    started_at = db.Column(db.DateTime)
-    finished_at = db.Column(db.DateTime)
+    # Status, start and finish are derived from the items (services.batches.progress_of),
+    # so workers never contend for the batch row.
 
     items = db.relationship(
         "BatchItem",

@@ -1,6 +1,6 @@
 """Marshmallow schemas: they validate every input and shape every response."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import url_for
 from marshmallow import (
@@ -15,17 +15,21 @@ from marshmallow import (
 
 from .errors import ApiError
 from .models import CLASS_NAMES
+from .security import signed_url
 from .services.queries import IMAGE_SORTS, REGION_SORTS, Window
 
 DOWNLOAD_TYPES = ("input", "combined", "mask", "overlay", "thumbnail")
 CLASS_CHOICES = tuple(CLASS_NAMES.values())
 
 
-class UtcDateTime(fields.DateTime):
-    """Naive UTC datetimes from the database, written as ISO 8601 with `Z`."""
+def utc_text(value):
+    """A naive UTC datetime from the database as ISO 8601 with `Z`."""
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
+class UtcDateTime(fields.DateTime):
     def _serialize(self, value, attr, obj, **kwargs):
-        return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return utc_text(value)
 
 
 def load_or_400(schema, data):
@@ -73,7 +77,8 @@ class DownloadTypeSchema(StrictSchema):
 
 
 def external(endpoint, **values):
-    return url_for(endpoint, _external=True, **values)
+    """An absolute URL; download URLs are signed while API keys are configured."""
+    return signed_url(endpoint, url_for(endpoint, _external=True, **values))
 
 
 def image_urls(image):
@@ -202,27 +207,11 @@ class BatchFileSchema(Schema):
     finished_at = UtcDateTime(allow_none=True)
 
 
-def batch_counts(items):
-    counts = {state: 0 for state in ("queued", "processing", "done", "failed")}
-    for item in items:
-        counts[item.state] += 1
-    return counts
-
-
 def batch_links(batch_id):
     return {
         "status_url": external("batches.get_batch", batch_id=batch_id),
         "download_url": external("download.download_batch", batch_id=batch_id),
     }
-
-
-class BatchSummarySchema(Schema):
-    batch_id = fields.String()
-    status = fields.String()
-    created_at = UtcDateTime()
-    started_at = UtcDateTime(allow_none=True)
-    finished_at = UtcDateTime(allow_none=True)
-    total_images = fields.Integer(attribute="total_files")
 
 
 # ---- history, region search, statistics -----------------------------------------------
@@ -255,8 +244,11 @@ class WindowSchema(StrictSchema):
     @validates_schema
     def start_before_end(self, data, **kwargs):
         start, end = data.get("start_date"), data.get("end_date")
-        if start and end and start[0] > end[0]:
-            raise ValidationError("must not be after end_date", "start_date")
+        if start and end:
+            # A bare end date stands for the whole day.
+            end_bound = end[0] + timedelta(days=1) if end[1] else end[0]
+            if start[0] > end_bound or (end[1] and start[0] == end_bound):
+                raise ValidationError("must not be after end_date", "start_date")
 
     @post_load
     def make_window(self, data, **kwargs):
@@ -340,7 +332,7 @@ def dump_region_row(row):
         "class_name": row.class_name,
         "region_id": region.region_id,
         **RegionSchema(only=REGION_VALUE_FIELDS).dump(region),
-        "timestamp": UtcDateTime()._serialize(row.timestamp, None, None),
+        "timestamp": utc_text(row.timestamp),
         "batch_id": row.batch_id,
         "filename": row.original_filename,
     }

@@ -55,6 +55,34 @@ def storage_health():
 
 @bp.get("/health")
 def health():
+    """Health of the agent, its database, the model service and storage.
+
+    Open even when API keys are configured, for monitoring. `status` is `ok`,
+    `degraded` (the model service is down or has no model loaded, or storage is
+    not writable: still 200, and queries keep working) or `down` (the database
+    cannot be reached: 503). `model_service.simulator` is true when the agent
+    talks to the bundled simulator instead of the real model.
+    ---
+    tags: [system]
+    operationId: health
+    security: []
+    responses:
+      200:
+        description: The agent and its database work (`status` ok or degraded)
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Health'}
+            examples:
+              ok: {$ref: '#/components/examples/HealthOk'}
+              degraded: {$ref: '#/components/examples/HealthDegraded'}
+      503:
+        description: The database cannot be reached (`status` down)
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Health'}
+            examples:
+              down: {$ref: '#/components/examples/HealthDown'}
+    """
     database = database_health()
     model = model_service_health()
     storage = storage_health()

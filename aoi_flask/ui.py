@@ -40,25 +40,91 @@ def page_headers(response):
 
 @bp.get("/")
 def analyse():
-    """Analyse page: system status, single or batch upload, results inline."""
+    """Analyse page: system status, single or batch upload, results inline.
+    ---
+    tags: [ui]
+    operationId: page_analyse
+    security: []
+    responses:
+      200:
+        description: The HTML page; its script fills it from the JSON API
+        headers:
+          Content-Security-Policy:
+            description: Only this server's own scripts, styles and images
+            schema: {type: string}
+        content:
+          text/html:
+            schema: {type: string}
+            example: <!DOCTYPE html><html lang="en">…</html>
+    """
     return render_template("index.html", active="analyse")
 
 
 @bp.get("/results/<img_id>")
 def result(img_id):
-    """One stored result. Unknown ids still render: the script shows "not found"."""
+    """One stored result. Unknown ids still render: the script shows "not found".
+    ---
+    tags: [ui]
+    operationId: page_result
+    security: []
+    parameters:
+      - $ref: '#/components/parameters/ImgId'
+    responses:
+      200:
+        description: The HTML page; its script fills it from the JSON API
+        headers:
+          Content-Security-Policy:
+            description: Only this server's own scripts, styles and images
+            schema: {type: string}
+        content:
+          text/html:
+            schema: {type: string}
+            example: <!DOCTYPE html><html lang="en">…</html>
+    """
     return render_template("result.html", active="history", img_id=img_id)
 
 
 @bp.get("/history")
 def history():
-    """Thumbnail gallery of stored results with date, class and batch filters."""
+    """Thumbnail gallery of stored results with date, class and batch filters.
+    ---
+    tags: [ui]
+    operationId: page_history
+    security: []
+    responses:
+      200:
+        description: The HTML page; its script fills it from the JSON API
+        headers:
+          Content-Security-Policy:
+            description: Only this server's own scripts, styles and images
+            schema: {type: string}
+        content:
+          text/html:
+            schema: {type: string}
+            example: <!DOCTYPE html><html lang="en">…</html>
+    """
     return render_template("history.html", active="history")
 
 
 @bp.get("/batches-list")
 def batches():
-    """All batches, newest first, with their progress."""
+    """All batches, newest first, with their progress.
+    ---
+    tags: [ui]
+    operationId: page_batches
+    security: []
+    responses:
+      200:
+        description: The HTML page; its script fills it from the JSON API
+        headers:
+          Content-Security-Policy:
+            description: Only this server's own scripts, styles and images
+            schema: {type: string}
+        content:
+          text/html:
+            schema: {type: string}
+            example: <!DOCTYPE html><html lang="en">…</html>
+    """
     return render_template("batches.html", active="batches")
 
 
@@ -67,11 +133,44 @@ def batch(batch_id):
     """One batch: progress, per-file rows, retry of failed files, ZIP download.
 
     (`/batches/<id>` is the JSON API, so the page lives at `/batch/<id>`.)
+    ---
+    tags: [ui]
+    operationId: page_batch
+    security: []
+    parameters:
+      - $ref: '#/components/parameters/BatchId'
+    responses:
+      200:
+        description: The HTML page; its script fills it from the JSON API
+        headers:
+          Content-Security-Policy:
+            description: Only this server's own scripts, styles and images
+            schema: {type: string}
+        content:
+          text/html:
+            schema: {type: string}
+            example: <!DOCTYPE html><html lang="en">…</html>
     """
     return render_template("batch.html", active="batches", batch_id=batch_id)
 
 
 @bp.get("/statistics")
 def statistics():
-    """Defect Pareto by class and the daily trend of images and defects."""
+    """Defect Pareto by class and the daily trend of images and defects.
+    ---
+    tags: [ui]
+    operationId: page_statistics
+    security: []
+    responses:
+      200:
+        description: The HTML page; its script fills it from the JSON API
+        headers:
+          Content-Security-Policy:
+            description: Only this server's own scripts, styles and images
+            schema: {type: string}
+        content:
+          text/html:
+            schema: {type: string}
+            example: <!DOCTYPE html><html lang="en">…</html>
+    """
     return render_template("statistics.html", active="statistics")

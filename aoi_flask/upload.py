@@ -31,6 +31,65 @@ def read_upload(file):
 
 @bp.post("/upload")
 def upload_image():
+    """Analyse one image and store the results.
+
+    Send the image as multipart/form-data field `image` (curl: `-F image=@wafer.jpg`).
+    Its type is checked by content (JPEG, PNG, TIFF or BMP, whatever the name), at
+    most 50 MB. The agent saves the input, calls the model service, stores the three
+    result images and the analysis, and answers **201** with `Location` and the
+    result (PRD Example 1). With `include_images=true` the body also carries the
+    three PNGs as base64, like the model service's own answer. After any failure
+    nothing is left behind.
+
+    400 codes: `NO_FILE`, `EMPTY_FILENAME`, `EMPTY_FILE`, `UNSUPPORTED_FORMAT`,
+    `UNDECODABLE_IMAGE`, `IMAGE_TOO_MANY_PIXELS`, `INVALID_PARAMETER`.
+    ---
+    tags: [upload]
+    operationId: upload_image
+    parameters:
+      - name: include_images
+        in: query
+        description: >-
+          Also return `overlay_image`, `combined_image` and `mask_image` as base64
+          (also accepted as a form field)
+        schema: {type: boolean, default: false}
+    requestBody:
+      required: true
+      content:
+        multipart/form-data:
+          schema:
+            type: object
+            required: [image]
+            properties:
+              image:
+                type: string
+                format: binary
+                description: The AOI image (JPEG, PNG, TIFF or BMP, at most 50 MB)
+          encoding:
+            image:
+              contentType: image/jpeg, image/png, image/tiff, image/bmp
+    responses:
+      201:
+        description: Analysed and stored
+        headers:
+          Location:
+            description: The stored result (GET /images/{img_id})
+            required: true
+            schema: {type: string, format: uri}
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/UploadResult'}
+            examples:
+              sample: {$ref: '#/components/examples/UploadResult'}
+      400: {$ref: '#/components/responses/UploadRejected'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      413: {$ref: '#/components/responses/PayloadTooLarge'}
+      500: {$ref: '#/components/responses/DatabaseError'}
+      502: {$ref: '#/components/responses/ModelError'}
+      503: {$ref: '#/components/responses/Unavailable'}
+      504: {$ref: '#/components/responses/ModelTimeout'}
+      507: {$ref: '#/components/responses/StorageError'}
+    """
     # Refuse oversize bodies before the form is parsed (multipart overhead allowed).
     request.max_content_length = upload_limit() + MB
     options = load_or_400(UploadOptionsSchema(), {**request.args, **request.form})
@@ -79,6 +138,68 @@ def read_batch_files():
 
 @bp.post("/upload/batch")
 def upload_batch():
+    """Analyse many images: save them all first, then run them on a bounded pool.
+
+    Send each image as a multipart/form-data field `images`, repeating the field
+    (curl: `-F images=@a.jpg -F images=@b.jpg`); at most 500 files of 50 MB each.
+    Every input is checked and saved before any model call; a bad file becomes a
+    failed row and never fails the others. By default the answer waits for every
+    file (200, one result per file, in order). With `async=true` it answers
+    **202** right after the inputs are saved; follow `status_url`
+    (GET /batches/{batch_id}) for per-file progress and fetch `download_url` for the
+    ZIP. Batches share the agent's cap on concurrent model calls.
+    ---
+    tags: [upload]
+    operationId: upload_batch
+    parameters:
+      - name: async
+        in: query
+        description: >-
+          Answer 202 as soon as the inputs are saved instead of waiting for the
+          results (also accepted as a form field)
+        schema: {type: boolean, default: false}
+    requestBody:
+      required: true
+      content:
+        multipart/form-data:
+          schema:
+            type: object
+            required: [images]
+            properties:
+              images:
+                type: array
+                minItems: 1
+                items: {type: string, format: binary}
+                description: The images, one part each (JPEG, PNG, TIFF or BMP)
+          encoding:
+            images:
+              contentType: image/jpeg, image/png, image/tiff, image/bmp
+    responses:
+      200:
+        description: Every file finished, done or failed (`processed`, `failed`)
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/BatchResult'}
+            examples:
+              sample: {$ref: '#/components/examples/BatchResult'}
+      202:
+        description: "`async=true`: inputs saved, work queued"
+        headers:
+          Location:
+            description: Progress of the batch (GET /batches/{batch_id})
+            required: true
+            schema: {type: string, format: uri}
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/BatchAccepted'}
+            examples:
+              sample: {$ref: '#/components/examples/BatchAccepted'}
+      400: {$ref: '#/components/responses/BatchRejected'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      413: {$ref: '#/components/responses/PayloadTooLarge'}
+      500: {$ref: '#/components/responses/DatabaseError'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
+    """
     options = load_or_400(BatchOptionsSchema(), {**request.args, **request.form})
     files = read_batch_files()
     svc = services()
@@ -90,7 +211,7 @@ def upload_batch():
         body = {
             "success": True,
             "batch_id": batch.batch_id,
-            "status": batch.status,
+            "status": "queued" if queued else "failed",
             "total_images": batch.total_files,
             "accepted": len(queued),
             "rejected": batch.total_files - len(queued),
@@ -105,7 +226,9 @@ def upload_batch():
 
 def sync_summary(batch_id, links):
     """The reference-compatible answer of a batch that was waited for."""
-    db.session.expire_all()  # the workers changed the rows in their own sessions
+    # End this request's read transaction: under REPEATABLE READ (MariaDB) it would
+    # not see what the workers committed meanwhile.
+    db.session.commit()
     batch = batch_service.get_batch(batch_id)
     storage = services().storage
     images = batch_service.images_of(
@@ -124,7 +247,7 @@ def sync_summary(batch_id, links):
     return {
         "success": True,
         "batch_id": batch.batch_id,
-        "status": batch.status,
+        "status": batch_service.progress_of([batch])[batch_id].status,
         "total_images": batch.total_files,
         "processed": len(done),
         "failed": len(results) - len(done),

@@ -4,12 +4,12 @@ import threading
 
 import pytest
 import requests
+from conftest import MODEL_URL
 from helpers import image_bytes, stored_files, upload_batch
 
 from aoi_flask.extensions import db
 from aoi_flask.models import BatchItem, Image
 from aoi_flask.services import batches as batch_service
-from conftest import MODEL_URL
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -62,7 +62,9 @@ def test_async_batch_answers_202_and_progress_is_observable(
 
     requests_mock.post(f"{MODEL_URL}/upload", json=slow_answer)
     requests_mock.get(f"{MODEL_URL}/api/model/current", json={"model_name": "m"})
-    response = upload_batch(client, [(sample_input, f"{i}.jpg") for i in range(3)], **{"async": "true"})
+    response = upload_batch(
+        client, [(sample_input, f"{i}.jpg") for i in range(3)], **{"async": "true"}
+    )
     assert response.status_code == 202
     body = response.get_json()
     assert response.headers["Location"] == body["status_url"]
@@ -173,7 +175,6 @@ def test_unfinished_items_are_resumed_after_a_restart(app, client, model_service
             queued_at=item.queued_at,
         )
         db.session.add(stuck)
-        item.batch.status = "running"
         item.batch.total_files = 2
         db.session.commit()
         resumed = batch_service.recover_unfinished()

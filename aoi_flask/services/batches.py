@@ -6,18 +6,19 @@ a restart. Model calls go through the process-wide ModelGate."""
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import func, select
 
 from ..errors import ApiError, NotFound
 from ..extensions import db
 from ..models import Batch, BatchItem, Image
+from .imaging import display_name
 from .results import Accepted, commit_or_raise
 from .storage import new_image_id, utc_now
 
 log = logging.getLogger(__name__)
-
-FINISHED = ("done", "failed")
 
 
 class BatchRunner:
@@ -72,7 +73,9 @@ def create_batch(results, files):
     batch = Batch(batch_id=new_image_id(moment), total_files=len(files), created_at=moment)
     accepted_items = []
     for index, (filename, data) in enumerate(files):
-        item = BatchItem(file_index=index, filename=filename or "", queued_at=moment)
+        # A refused file is listed under its display name too: never a raw name
+        # (directories, NUL bytes, over the column's length).
+        item = BatchItem(file_index=index, filename=display_name(filename), queued_at=moment)
         try:
             accepted = results.accept(data, filename)
         except ApiError as error:
@@ -85,9 +88,6 @@ def create_batch(results, files):
             item.state = "queued"
             accepted_items.append(accepted)
         batch.items.append(item)
-    if not accepted_items:
-        batch.status = "failed"
-        batch.finished_at = moment
     db.session.add(batch)
     try:
         commit_or_raise()
@@ -124,10 +124,6 @@ def run_item(results, item_id):
     item.state = "processing"
     item.started_at = utc_now()
     item.attempts += 1
-    batch = item.batch
-    if batch.status == "queued":
-        batch.status = "running"
-        batch.started_at = item.started_at
     commit_or_raise()
     accepted = Accepted(item.img_unique_id, item.result_dir, item.input_path, item.filename)
     try:
@@ -144,41 +140,56 @@ def run_item(results, item_id):
         item.error_code = item.error_message = None
         item.finished_at = utc_now()
     commit_or_raise()
-    refresh_status(item.batch_id)
     return item.state
 
 
-def refresh_status(batch_id):
-    """Set the batch's status from its items' states."""
-    counts = state_counts([batch_id]).get(batch_id, {})
-    batch = db.session.get(Batch, batch_id)
-    status = status_from_counts(counts)
-    if status != batch.status:
-        batch.status = status
-        if status in ("done", "partial", "failed"):
-            batch.finished_at = utc_now()
-        commit_or_raise()
+@dataclass
+class Progress:
+    """A batch's progress, derived from its items' states and times."""
+
+    batch: Batch
+    counts: dict = field(default_factory=dict)
+    started_at: datetime | None = None
+    last_finished_at: datetime | None = None
+
+    @property
+    def unfinished(self):
+        return self.counts.get("queued", 0) + self.counts.get("processing", 0)
+
+    @property
+    def status(self):
+        done, failed = self.counts.get("done", 0), self.counts.get("failed", 0)
+        if self.unfinished:
+            return "running" if self.counts.get("processing") or done or failed else "queued"
+        if not failed:
+            return "done"
+        return "partial" if done else "failed"
+
+    @property
+    def finished_at(self):
+        return None if self.unfinished else (self.last_finished_at or self.batch.created_at)
 
 
-def status_from_counts(counts):
-    if counts.get("queued", 0) + counts.get("processing", 0):
-        started = counts.get("processing", 0) + counts.get("done", 0) + counts.get("failed", 0)
-        return "running" if started else "queued"
-    if not counts.get("failed"):
-        return "done"
-    return "partial" if counts.get("done") else "failed"
-
-
-def state_counts(batch_ids):
+def progress_of(batches):
+    """Progress of several batches in one grouped query, keyed by batch id."""
+    progress = {batch.batch_id: Progress(batch) for batch in batches}
     rows = db.session.execute(
-        select(BatchItem.batch_id, BatchItem.state, func.count())
-        .where(BatchItem.batch_id.in_(batch_ids))
+        select(
+            BatchItem.batch_id,
+            BatchItem.state,
+            func.count(),
+            func.min(BatchItem.started_at),
+            func.max(BatchItem.finished_at),
+        )
+        .where(BatchItem.batch_id.in_(list(progress)))
         .group_by(BatchItem.batch_id, BatchItem.state)
     ).all()
-    counts = {}
-    for batch_id, state, number in rows:
-        counts.setdefault(batch_id, {})[state] = number
-    return counts
+    for batch_id, state, number, started, finished in rows:
+        entry = progress[batch_id]
+        entry.counts[state] = number
+        entry.started_at = min(filter(None, (entry.started_at, started)), default=None)
+        entry.last_finished_at = max(filter(None, (entry.last_finished_at, finished)), default=None)
+    return progress
 
 
 # ---- retry and recovery ---------------------------------------------------------------
@@ -194,8 +205,6 @@ def retry_failed(storage, batch_id):
             item.error_code = item.error_message = item.finished_at = None
             retried.append(item.id)
     if retried:
-        batch.status = "running"
-        batch.finished_at = None
         commit_or_raise()
     return retried
 
@@ -229,8 +238,6 @@ def recover_unfinished():
         else:
             item.state = "queued"
     commit_or_raise()
-    for batch_id in {item.batch_id for item in stale}:
-        refresh_status(batch_id)
     return [item.id for item in stale if item.state == "queued"]
 
 

@@ -33,6 +33,8 @@ PIL_FORMATS = {
     "DIB": "bmp",
 }
 SUPPORTED = "JPEG, PNG, TIFF or BMP"
+# Stored as `<img id>_<stem>.<ext>`: well below the usual 255-byte file name limit.
+MAX_STEM_BYTES = 160
 
 # check_image() enforces its own, configurable pixel limit on the header,
 # thread-safely; Pillow's global check would only warn below twice its limit.
@@ -91,6 +93,11 @@ def check_image(data, *, max_pixels, thumbnail_size):
                 )
             image.load()
             thumbnail = make_thumbnail(image, thumbnail_size)
+        if fmt == "png":
+            # Pillow decodes a PNG cut off after its pixel data (no IEND chunk);
+            # verify() walks every chunk up to IEND, checking CRCs, and refuses it.
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()
     except InvalidImage:
         raise
     except Exception as exc:  # Pillow raises many types for corrupt data
@@ -122,9 +129,12 @@ def display_name(filename):
 
 
 def disk_stem(filename):
-    """A name stem safe on any filesystem: letters (CJK included), digits, `._-`."""
+    """A name stem safe on any filesystem: letters (CJK included), digits, `._-`;
+    at most 80 characters and 160 UTF-8 bytes (file names are limited in bytes)."""
     stem = display_name(filename).rsplit(".", 1)[0]
-    return re.sub(r"[^\w.\-]+", "_", stem).strip("._")[:80] or "image"
+    stem = re.sub(r"[^\w.\-]+", "_", stem).strip("._")[:80]
+    stem = stem.encode("utf-8")[:MAX_STEM_BYTES].decode("utf-8", "ignore").strip("._")
+    return stem or "image"
 
 
 def disk_name(filename, extension):

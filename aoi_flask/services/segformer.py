@@ -118,8 +118,20 @@ class SegformerClient:
 
     def analyse(self, data, filename, mime_type):
         started = time.monotonic()
-        response = self._post_with_retries(data, filename, mime_type)
-        answer = self._validate(response)
+        try:
+            response = self._post_with_retries(data, filename, mime_type)
+            answer = self._validate(response)
+        except ModelServiceError as error:
+            elapsed = time.monotonic() - started
+            log.warning(
+                "model call %s: failed %s (%s) in %.3fs",
+                filename,
+                error.code,
+                error.status,
+                elapsed,
+                extra={"model_outcome": error.code, "duration_ms": round(elapsed * 1000, 1)},
+            )
+            raise
         answer.elapsed = time.monotonic() - started
         log.info(
             "model call %s: %s in %.3fs (model %.3fs)",
@@ -127,6 +139,7 @@ class SegformerClient:
             response.status_code,
             answer.elapsed,
             answer.processing_time,
+            extra={"model_outcome": "ok", "duration_ms": round(answer.elapsed * 1000, 1)},
         )
         return answer
 

@@ -42,6 +42,8 @@ class Storage:
         """The absolute path of a stored relative path; never outside the root."""
         if not relpath:
             raise FileNotFoundError("no path stored")
+        if "\x00" in str(relpath):
+            raise FileNotFoundError(f"{relpath!r} contains a NUL byte")
         candidate = (self.root / relpath).resolve()
         if candidate != self.root and self.root not in candidate.parents:
             raise FileNotFoundError(f"{relpath!r} is outside the storage root")
@@ -88,9 +90,16 @@ class Storage:
             except FileNotFoundError:
                 continue
             if target.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
+                # Only an image's own result folder, never the root, uploads/,
+                # results/ or a whole day (whatever a damaged row says).
+                if self.is_result_dir(target):
+                    shutil.rmtree(target, ignore_errors=True)
             else:
                 target.unlink(missing_ok=True)
+
+    def is_result_dir(self, target):
+        parts = Path(self.relative(target)).parts
+        return len(parts) == 3 and parts[0] == "results"
 
     def size(self, relpath):
         return self.path(relpath).stat().st_size

@@ -1,5 +1,5 @@
 // DOM helpers. Every piece of user or API text goes in through textContent or
-// setAttribute, never innerHTML, so a file named "<img src=x onerror=...>"
+// setAttribute, never parsed as markup, so a file named "<img src=x onerror=...>"
 // is shown as text.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -58,6 +58,13 @@ export const $$ = (selector, root = document) => Array.from(root.querySelectorAl
 export function clear(el) {
   while (el.firstChild) el.firstChild.remove();
   return el;
+}
+
+/** Scroll an element into view, smoothly unless the user asked for reduced motion. */
+export function reveal(el, block = "start") {
+  if (!el) return;
+  const reduce = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  el.scrollIntoView({ behavior: reduce ? "auto" : "smooth", block });
 }
 
 export function setText(target, text) {
