@@ -19,6 +19,7 @@ import requests
 
 from aoi_flask import create_app
 from aoi_flask.config import Config, DevelopmentConfig
+from aoi_flask.services.batches import resume_unfinished
 from aoi_flask.services.storage import MB
 
 log = logging.getLogger("aoi_flask.run")
@@ -81,6 +82,8 @@ def main(argv=None):
         overrides["MODEL_SERVICE_URL"] = start_simulator()
     app = create_app(DevelopmentConfig if args.dev else Config, **overrides)
     prepare_database(app)
+    # Batch files a previous process left queued or processing (crash, kill -9) run again.
+    resume_unfinished(app)
     print(
         f"AOI Inference Agent on http://{args.host}:{args.port}/ "
         f"(model service {app.config['MODEL_SERVICE_URL']}"

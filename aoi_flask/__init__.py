@@ -70,6 +70,8 @@ def register_services(app):
         info_ttl=config["MODEL_INFO_TTL"],
         health_timeout=config["MODEL_HEALTH_TIMEOUT"],
         retry_after=config["RETRY_AFTER_SECONDS"],
+        breaker_threshold=config["MODEL_BREAKER_THRESHOLD"],
+        breaker_cooldown=config["MODEL_BREAKER_COOLDOWN"],
     )
     gate = ModelGate(config["MODEL_MAX_CONCURRENCY"], config["RETRY_AFTER_SECONDS"])
     limits = Limits(

@@ -266,6 +266,10 @@ SCHEMAS = {
             "result_image_3_path": nullable(string("overlay.png, relative")),
             "analysis_json_path": nullable(string("analysis.json, relative")),
             "thumbnail_path": nullable(string("thumbnail.jpg, relative")),
+            "purged_at": nullable(
+                utc("When retention deleted the files (downloads then answer 410)")
+            ),
+            "files_missing_at": nullable(utc("When `flask aoi fsck` found stored files gone")),
             "classes": array(ref("ClassRow"), "All four class rows"),
         },
         description="Metadata, stored paths, download URLs and the per-class summary",
@@ -497,6 +501,23 @@ SCHEMAS = {
                     "simulator": boolean("The bundled simulator, not the real model"),
                     "active_calls": integer(minimum=0),
                     "max_concurrent_calls": integer(minimum=1),
+                    "breaker": obj(
+                        {
+                            "state": string(
+                                "closed; open: uploads fail fast with 503 MODEL_UNAVAILABLE "
+                                "without calling the model service; half_open: one probe "
+                                "call is let through; disabled",
+                                enum=["closed", "open", "half_open", "disabled"],
+                            ),
+                            "consecutive_failures": integer(minimum=0),
+                            "threshold": integer(minimum=0),
+                            "cooldown_seconds": number(minimum=0),
+                            "retry_in_seconds": number(minimum=0),
+                            "opened_total": integer(minimum=0),
+                            "rejected_total": integer(minimum=0),
+                        },
+                        description="Circuit breaker in front of the model service",
+                    ),
                 },
                 optional=("latency_ms", "error"),
             ),
@@ -725,6 +746,8 @@ def build_examples():
                 **sample_image_result(),
                 "created_at": SAMPLE_TIME,
                 **sample_paths(),
+                "purged_at": None,
+                "files_missing_at": None,
                 "classes": sample_class_rows(),
             },
         ),
@@ -908,6 +931,15 @@ def health_example(status):
         "simulator": False,
         "active_calls": 0,
         "max_concurrent_calls": 4,
+        "breaker": {
+            "state": "closed",
+            "consecutive_failures": 0,
+            "threshold": 3,
+            "cooldown_seconds": 15.0,
+            "retry_in_seconds": 0.0,
+            "opened_total": 0,
+            "rejected_total": 0,
+        },
     }
     if status == "degraded":
         model = {
@@ -918,6 +950,14 @@ def health_example(status):
             "device": None,
             "model_name": None,
             "current_model": None,
+            "breaker": {
+                **model["breaker"],
+                "state": "open",
+                "consecutive_failures": 3,
+                "retry_in_seconds": 11.4,
+                "opened_total": 1,
+                "rejected_total": 5,
+            },
         }
         del model["latency_ms"]
     if status == "down":
@@ -981,8 +1021,8 @@ RETRY_AFTER = {
 INVALID_PAGE = (
     "INVALID_PARAMETER",
     "A parameter out of range",
-    "Invalid request parameters — page: must be a whole number ≥ 1",
-    {"fields": {"page": ["must be a whole number ≥ 1"]}},
+    "Invalid request parameters — page: must be a whole number from 1 to 1000000",
+    {"fields": {"page": ["must be a whole number from 1 to 1000000"]}},
 )
 CLASS_CHOICES = ", ".join(CLASS_NAMES)
 UNKNOWN_CLASS = (
@@ -1094,6 +1134,17 @@ RESPONSES = {
             f"No batch with id '{SAMPLE_BATCH}'. List batches with GET /batches.",
         ),
     ),
+    "ImagesPurged": error_response(
+        "Retention purged the image's files (`flask aoi cleanup`); its rows stay readable",
+        (
+            "IMAGES_PURGED",
+            "Files deleted by retention",
+            f"images purged by retention on 2026-05-25T02:00:00Z: the input and result files "
+            f"of image {SAMPLE_ID} were deleted to free space. Its classes and regions are "
+            f"still available (GET /images/{SAMPLE_ID}/regions).",
+            {"img_unique_id": SAMPLE_ID, "purged_at": "2026-05-25T02:00:00Z"},
+        ),
+    ),
     "FileNotFound": error_response(
         "No image with this id, or its file is gone from storage",
         IMAGE_NOT_FOUND,
@@ -1154,6 +1205,14 @@ RESPONSES = {
             {"model_service_url": MODEL_URL, "reason": "ConnectionError"},
         ),
         (
+            "MODEL_UNAVAILABLE",
+            "The circuit breaker is open after 3 failures in a row",
+            f"The model service at {MODEL_URL} failed 3 times in a row (connection errors or "
+            "timeouts); the agent stops calling it for 15 s. Try again in 12 s; queries and "
+            "downloads keep working meanwhile.",
+            {"model_service_url": MODEL_URL, "breaker": "open"},
+        ),
+        (
             "MODEL_NOT_LOADED",
             "No model loaded",
             "The model service has no model loaded (it may be starting or switching models). "
@@ -1174,10 +1233,17 @@ RESPONSES = {
         headers=RETRY_AFTER,
     ),
     "DatabaseUnavailable": error_response(
-        "The database is not reachable; nothing was stored. Try again after Retry-After seconds.",
+        "The database is not reachable (writes store nothing); try again after Retry-After "
+        "seconds. The agent reconnects by itself.",
         (
             "DATABASE_UNAVAILABLE",
             "The database is down",
+            "The database is not reachable right now. Try again in a moment; if it persists, "
+            "check the database server (see /health).",
+        ),
+        (
+            "DATABASE_UNAVAILABLE",
+            "The database went down during a write",
             "The database is not reachable right now; nothing was stored. Try again in a "
             "moment; if it persists, check the database server (see /health).",
         ),
@@ -1237,7 +1303,9 @@ PARAMETERS = {
         "Batch id as returned by POST /upload/batch or GET /batches",
         example=SAMPLE_BATCH,
     ),
-    "Page": parameter("page", "query", integer(minimum=1, default=1), "Page, from 1"),
+    "Page": parameter(
+        "page", "query", integer(minimum=1, maximum=1_000_000, default=1), "Page, from 1"
+    ),
     "Limit": parameter(
         "limit", "query", integer(minimum=1, maximum=500, default=20), "Rows per page, 1–500"
     ),
@@ -1246,7 +1314,7 @@ PARAMETERS = {
         "query",
         string(pattern=DATE_PATTERN),
         "From this moment on (inclusive): a date `2026-02-24` or an ISO 8601 datetime "
-        "`2026-02-24T10:30:00Z`; times without an offset are UTC",
+        "`2026-02-24T10:30:00Z` (years 1900–9998); times without an offset are UTC",
         example="2026-02-24",
     ),
     "EndDate": parameter(

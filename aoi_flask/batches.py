@@ -75,6 +75,7 @@ def list_batches():
               sample: {$ref: '#/components/examples/BatchList'}
       400: {$ref: '#/components/responses/InvalidParameter'}
       401: {$ref: '#/components/responses/Unauthorized'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     options = load_or_400(PageSchema(), request.args)
     total, rows = batch_service.list_batches(options["page"], options["limit"])
@@ -112,6 +113,7 @@ def get_batch(batch_id):
               sample: {$ref: '#/components/examples/Batch'}
       401: {$ref: '#/components/responses/Unauthorized'}
       404: {$ref: '#/components/responses/BatchNotFound'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     return jsonify(dump_batch(batch_service.get_batch(batch_id)))
 

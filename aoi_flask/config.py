@@ -50,6 +50,10 @@ class Config:
     RETRY_AFTER_SECONDS = env_int("AOI_RETRY_AFTER_SECONDS", 30)
     # How long a single upload waits for a free model slot before a 503 MODEL_BUSY.
     MODEL_GATE_WAIT = env_float("AOI_MODEL_GATE_WAIT", 60.0)
+    # Circuit breaker: after this many consecutive connection failures/timeouts, uploads
+    # fail fast (503 MODEL_UNAVAILABLE) for the cool-down, then one probe call; 0 = off.
+    MODEL_BREAKER_THRESHOLD = env_int("AOI_MODEL_BREAKER_THRESHOLD", 3)
+    MODEL_BREAKER_COOLDOWN = env_float("AOI_MODEL_BREAKER_COOLDOWN", 15.0)
 
     # A little above the model cap, so the cap stays saturated while results are stored.
     BATCH_WORKERS = env_int("AOI_BATCH_WORKERS", 6)

@@ -12,6 +12,7 @@ from .schemas import DownloadTypeSchema, load_or_400
 from .services import batches as batch_service
 from .services import queries, results
 from .services.imaging import disk_stem
+from .services.maintenance import refuse_if_purged
 from .services.queries import Window
 
 bp = Blueprint("download", __name__)
@@ -39,6 +40,7 @@ def stored_path(image):
 
 
 def send_stored(image, kind, download_name):
+    refuse_if_purged(image)
     relpath = stored_path(image)[kind]
     try:
         path = services().storage.path(relpath)
@@ -108,6 +110,8 @@ def download_image(img_id, kind):
       401: {$ref: '#/components/responses/Unauthorized'}
       403: {$ref: '#/components/responses/SignatureInvalid'}
       404: {$ref: '#/components/responses/FileNotFound'}
+      410: {$ref: '#/components/responses/ImagesPurged'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     load_or_400(DownloadTypeSchema(), {"type": kind})
     image = results.get_image(img_id)
@@ -146,6 +150,8 @@ def download_json(img_id):
       401: {$ref: '#/components/responses/Unauthorized'}
       403: {$ref: '#/components/responses/SignatureInvalid'}
       404: {$ref: '#/components/responses/FileNotFound'}
+      410: {$ref: '#/components/responses/ImagesPurged'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     image = results.get_image(img_id)
     return send_stored(image, "json", f"{img_id}_analysis")
@@ -182,6 +188,7 @@ def download_batch(batch_id):
       401: {$ref: '#/components/responses/Unauthorized'}
       403: {$ref: '#/components/responses/SignatureInvalid'}
       404: {$ref: '#/components/responses/BatchNotFound'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     from .batches import dump_batch
 

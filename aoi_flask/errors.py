@@ -84,7 +84,30 @@ def handle_unexpected(error):
     )
 
 
+def handle_database_down(error):
+    """A query that lost its database connection (server down, connection killed):
+    a clear 503 instead of a 500. The pool's pre-ping replaces the connection for
+    the next request, so the agent recovers by itself."""
+    from .extensions import db
+
+    log.warning("database unavailable: %s", str(error).splitlines()[0][:300])
+    try:
+        db.session.rollback()
+    except Exception:  # the connection is gone already
+        log.debug("rollback after a database failure failed", exc_info=True)
+    return error_response(
+        503,
+        "DATABASE_UNAVAILABLE",
+        "The database is not reachable right now. Try again in a moment; if it persists, "
+        "check the database server (see /health).",
+        headers={"Retry-After": 10},
+    )
+
+
 def register_errorhandlers(app):
+    from sqlalchemy.exc import OperationalError
+
     app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(OperationalError, handle_database_down)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

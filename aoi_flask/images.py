@@ -58,6 +58,7 @@ def list_images():
               sample: {$ref: '#/components/examples/HistoryPage'}
       400: {$ref: '#/components/responses/InvalidFilter'}
       401: {$ref: '#/components/responses/Unauthorized'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     options = load_or_400(ImageListSchema(), request.args)
     page, limit = options["page"], options["limit"]
@@ -99,6 +100,7 @@ def get_image(img_id):
               sample: {$ref: '#/components/examples/ImageDetail'}
       401: {$ref: '#/components/responses/Unauthorized'}
       404: {$ref: '#/components/responses/ImageNotFound'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     return jsonify(ImageDetailSchema().dump(results.get_image(img_id)))
 
@@ -121,6 +123,7 @@ def get_classes(img_id):
               sample: {$ref: '#/components/examples/ClassList'}
       401: {$ref: '#/components/responses/Unauthorized'}
       404: {$ref: '#/components/responses/ImageNotFound'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     image = results.get_image(img_id)
     return jsonify(
@@ -154,6 +157,7 @@ def get_regions(img_id):
       400: {$ref: '#/components/responses/InvalidFilter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       404: {$ref: '#/components/responses/ImageNotFound'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     options = load_or_400(RegionFilterSchema(), request.args)
     results.get_image(img_id)
@@ -277,6 +281,7 @@ def query_defects():
               20260224_173819_AB12CD_1_1,20260224_173819_AB12CD,segformer_input.jpeg,,2026-02-24T17:38:19Z,1,PI_Particle,1,1655.904761904762,1508.0,1653,1506,7,5,14,15.313708305358887,5.750073432922363,3.9162988662719727,0.750200171090617,1.4682417326326294
       400: {$ref: '#/components/responses/InvalidFilter'}
       401: {$ref: '#/components/responses/Unauthorized'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     options = load_or_400(DefectQuerySchema(), request.args)
     filters = {name: options[name] for name in REGION_FILTERS}
@@ -329,6 +334,7 @@ def stats():
               sample: {$ref: '#/components/examples/Stats'}
       400: {$ref: '#/components/responses/InvalidParameter'}
       401: {$ref: '#/components/responses/Unauthorized'}
+      503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     options = load_or_400(WindowSchema(), request.args)
     window = options["window"]

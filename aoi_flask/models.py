@@ -40,6 +40,10 @@ class Image(db.Model):
     thumbnail_path = db.Column(db.String(500))
     total_defects = db.Column(db.Integer)
     stored_bytes = db.Column(db.BigInteger)
+    # Retention (`flask aoi cleanup`): the files were deleted, the rows stay (downloads: 410).
+    purged_at = db.Column(db.DateTime)
+    # `flask aoi fsck --repair` found stored files missing (downloads: 404 FILE_MISSING).
+    files_missing_at = db.Column(db.DateTime)
 
     classes = db.relationship(
         "DefectClass",
@@ -52,6 +56,14 @@ class Image(db.Model):
     __table_args__ = (
         db.Index("idx_timestamp", "timestamp"),
         db.Index("ix_images_batch_time", "batch_id", "timestamp"),
+        # Statistics totals and per-day counts (with or without a window) read only this.
+        db.Index(
+            "ix_images_time_totals",
+            "timestamp",
+            "total_defects",
+            "processing_time_seconds",
+            "stored_bytes",
+        ),
     )
 
 
@@ -89,6 +101,20 @@ class DefectClass(db.Model):
             "total_regions",
             "img_unique_id",
             "total_area_pixels",
+        ),
+        # "Has this image regions of class X" (history class filter) and windowed
+        # per-class statistics, reached from images: index-only.
+        db.Index(
+            "ix_classes_img_totals",
+            "img_unique_id",
+            "class_name",
+            "total_regions",
+            "class_id",
+            "total_area_pixels",
+        ),
+        # Unwindowed per-class statistics: one index scan in GROUP BY order.
+        db.Index(
+            "ix_classes_stats", "class_id", "class_name", "total_regions", "total_area_pixels"
         ),
     )
 
@@ -128,6 +154,23 @@ class Region(db.Model):
         db.Index("idx_class_id", "class_unique_id"),
         db.Index("idx_img_id", "img_unique_id"),
         db.Index("idx_region_id", "region_id"),
+        # Region search: the measurement ranges checked inside the index, reached from
+        # images (date window, batch, newest first) or from classes (class filter).
+        db.Index(
+            "ix_regions_img_measures",
+            "img_unique_id",
+            "area_pixels",
+            "circularity",
+            "aspect_ratio",
+            "class_unique_id",
+        ),
+        db.Index(
+            "ix_regions_class_measures",
+            "class_unique_id",
+            "area_pixels",
+            "circularity",
+            "aspect_ratio",
+        ),
     )
 
 

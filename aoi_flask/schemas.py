@@ -129,6 +129,9 @@ class ImageDetailSchema(ImageResultSchema):
     result_image_3_path = fields.String()
     analysis_json_path = fields.String()
     thumbnail_path = fields.String()
+    # Set when retention deleted the files (downloads answer 410) or fsck found them gone.
+    purged_at = UtcDateTime(allow_none=True)
+    files_missing_at = UtcDateTime(allow_none=True)
     classes = fields.List(fields.Nested(ClassRowSchema))
 
 
@@ -179,8 +182,12 @@ class BatchOptionsSchema(StrictSchema):
 
 
 class PageSchema(StrictSchema):
+    # Bounded so the row offset always fits the database's integers.
     page = fields.Integer(
-        load_default=1, validate=validate.Range(min=1, error="must be a whole number ≥ 1")
+        load_default=1,
+        validate=validate.Range(
+            min=1, max=1_000_000, error="must be a whole number from 1 to 1000000"
+        ),
     )
     limit = fields.Integer(
         load_default=20,
@@ -221,20 +228,25 @@ class DateOrDateTime(fields.Field):
     """`2026-02-24` or an ISO 8601 datetime; datetimes with an offset become UTC."""
 
     default_error_messages = {
-        "invalid": "must be a date (YYYY-MM-DD) or an ISO 8601 datetime (2026-02-24T10:30:00Z)"
+        "invalid": "must be a date (YYYY-MM-DD) or an ISO 8601 datetime (2026-02-24T10:30:00Z)",
+        "range": "must be between 1900-01-01 and 9998-12-31",
     }
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = str(value).strip()
+        is_date = len(text) == 10
         try:
-            if len(text) == 10:
-                return datetime.strptime(text, "%Y-%m-%d"), True
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
-        except ValueError:
+            if is_date:
+                moment = datetime.strptime(text, "%Y-%m-%d")
+            else:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except (ValueError, OverflowError):
             raise self.make_error("invalid") from None
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(UTC).replace(tzinfo=None)
-        return moment, False
+        if not 1900 <= moment.year <= 9998:  # room for the day a bare end date adds
+            raise self.make_error("range")
+        return moment, is_date
 
 
 class WindowSchema(StrictSchema):

@@ -41,6 +41,8 @@ def model_service_health():
         "simulator": bool(body.get("simulator")) or "simulator" in system.lower(),
         "active_calls": services().gate.active,
         "max_concurrent_calls": services().gate.limit,
+        # closed, open (uploads fail fast with 503), half_open (one probe call) or disabled
+        "breaker": client.breaker.snapshot(),
     }
 
 

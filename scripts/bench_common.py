@@ -220,7 +220,7 @@ def make_app(url, storage_root=None):
 
 
 def migrate(url):
-    """flask_migrate.upgrade to head on `url`."""
+    """flask_migrate.upgrade on `url`, to every head (works on a branched history too)."""
     from flask_migrate import upgrade
 
     from aoi_flask.extensions import db
@@ -229,7 +229,7 @@ def migrate(url):
     try:
         app = make_app(url, storage)
         with app.app_context():
-            upgrade(directory=str(MIGRATIONS))
+            upgrade(directory=str(MIGRATIONS), revision="heads")
             db.engine.dispose()
         app.extensions["aoi"].batches.shutdown()
     finally:

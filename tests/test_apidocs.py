@@ -317,6 +317,13 @@ def test_bad_parameters_answer_400(api):
         ("/query/defects", {"format": "xml"}),
         ("/stats", {"start_date": "2026-02-25", "end_date": "2026-02-24"}),
         ("/batches", {"limit": "0"}),
+        # once 500s: offsets past the database's integers, dates past datetime's range
+        ("/batches", {"page": str(10**20)}),
+        ("/images", {"page": "9223372036854775807"}),
+        ("/images", {"start_date": "0001-01-01T00:00:00+01:00"}),
+        ("/images", {"end_date": "9999-12-31"}),
+        ("/stats", {"start_date": "9999-12-31", "end_date": "9999-12-31"}),
+        ("/query/defects", {"end_date": "9999-12-31T23:59:59-01:00"}),
     ):
         _, body = api("get", path, 400, query_string=query)
         assert body["code"] == "INVALID_PARAMETER" and set(body["details"]["fields"]) <= set(query)
@@ -491,3 +498,33 @@ def test_errors_outside_operations_have_the_error_shape(client, spec):
     for response in (client.get("/no/such/route"), client.put("/upload"), client.get("/upload")):
         assert response.status_code in (404, 405)
         assert not schema_errors(response.get_json(), error), response.get_json()
+
+
+def test_purged_images_answer_410(app, api, model_service, sample_input):
+    from aoi_flask.extensions import db
+    from aoi_flask.models import Image
+    from aoi_flask.services.storage import utc_now
+
+    _, uploaded = api("post", "/upload", 201, **form(image=(sample_input, "a.jpeg")))
+    image = {"img_id": uploaded["img_unique_id"], "kind": "mask"}
+    with app.app_context():
+        db.session.get(Image, image["img_id"]).purged_at = utc_now()
+        db.session.commit()
+    _, body = api("get", "/download/image/{img_id}/{kind}", 410, params=image)
+    assert body["code"] == "IMAGES_PURGED"
+    api("get", "/download/json/{img_id}", 410, params=image)
+    _, detail = api("get", "/images/{img_id}", 200, params=image)
+    assert detail["purged_at"]
+
+
+def test_database_down_answers_503(api, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from aoi_flask.services import queries
+
+    def down(*args, **kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("(2013, 'Lost connection')"))
+
+    monkeypatch.setattr(queries, "list_images", down)
+    response, body = api("get", "/images", 503)
+    assert body["code"] == "DATABASE_UNAVAILABLE" and int(response.headers["Retry-After"]) > 0

@@ -5,11 +5,12 @@ a restart. Model calls go through the process-wide ModelGate."""
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from ..errors import ApiError, NotFound
 from ..extensions import db
@@ -19,6 +20,10 @@ from .results import Accepted, commit_or_raise
 from .storage import new_image_id, utc_now
 
 log = logging.getLogger(__name__)
+
+# When the database fails under a worker, it settles the item once the database
+# answers again: waits of 0.5, 1, 2, 4, 5, 5 … seconds, about two minutes in all.
+SETTLE_ATTEMPTS = 28
 
 
 class BatchRunner:
@@ -60,7 +65,21 @@ class BatchRunner:
             except Exception:  # a worker must never die silently
                 log.exception("batch item %s crashed", item_id)
                 db.session.rollback()
-                return None
+        # Most likely the database failed under it (connection dropped): settle the
+        # item as soon as the database answers, so it never stays queued or processing.
+        return self._settle(item_id)
+
+    def _settle(self, item_id):
+        for attempt in range(SETTLE_ATTEMPTS):
+            time.sleep(min(0.5 * 2**attempt, 5.0))
+            with self.app.app_context():
+                try:
+                    return settle_item(self.results, item_id)
+                except Exception as exc:
+                    db.session.rollback()
+                    log.warning("batch item %s: cannot settle it yet (%s)", item_id, exc)
+        log.error("batch item %s left unfinished; it resumes when the agent restarts", item_id)
+        return None
 
 
 # ---- creating ----------------------------------------------------------------------
@@ -118,13 +137,17 @@ def queued_item_ids(batch_id):
 
 def run_item(results, item_id):
     """Analyse one queued item; returns its final state."""
-    item = db.session.get(BatchItem, item_id)
-    if item is None or item.state != "queued":
-        return item.state if item else None
-    item.state = "processing"
-    item.started_at = utc_now()
-    item.attempts += 1
+    # Claim it atomically: only one worker (or process) ever runs an item.
+    claimed = db.session.execute(
+        update(BatchItem)
+        .where(BatchItem.id == item_id, BatchItem.state == "queued")
+        .values(state="processing", started_at=utc_now(), attempts=BatchItem.attempts + 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount
     commit_or_raise()
+    item = db.session.get(BatchItem, item_id)
+    if item is None or not claimed:
+        return item.state if item else None
     accepted = Accepted(item.img_unique_id, item.result_dir, item.input_path, item.filename)
     try:
         data = results.storage.path(item.input_path).read_bytes()
@@ -218,9 +241,51 @@ def is_retryable(storage, item):
         return False
 
 
-def recover_unfinished():
+def settle_item(results, item_id):
+    """Finish an item whose worker lost the database: run it if its start never
+    reached the database; if it was processing, it is done when its image row
+    exists, else failed and retryable (its partial result files removed)."""
+    item = db.session.get(BatchItem, item_id)
+    if item is None:
+        return None
+    if item.state == "queued":
+        return run_item(results, item_id)
+    if item.state == "processing":
+        if item.img_unique_id and db.session.get(Image, item.img_unique_id) is not None:
+            item.state = "done"
+            item.error_code = item.error_message = None
+            item.finished_at = utc_now()
+        else:
+            clear_result_dir(results.storage, item.result_dir)
+            mark_failed(
+                item,
+                "DATABASE_UNAVAILABLE",
+                "The database connection failed while this file was analysed; nothing was "
+                "stored. Retry the batch (POST /batches/<id>/retry).",
+                utc_now(),
+            )
+        commit_or_raise()
+    return item.state
+
+
+def clear_result_dir(storage, result_dir):
+    """Remove the files in an item's reserved result folder (partial results of an
+    interrupted run, temporary files); the folder itself stays reserved."""
+    if not result_dir:
+        return
+    try:
+        folder = storage.path(result_dir)
+        files = [path for path in folder.iterdir() if path.is_file()]
+    except OSError:
+        return
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
+def recover_unfinished(storage=None):
     """After a restart: items left `processing` either finished (their image row
-    exists) or go back to `queued`. Returns the ids to resubmit."""
+    exists) or go back to `queued`, their partial result files removed (when
+    `storage` is given). Returns the ids to resubmit."""
     stale = db.session.scalars(
         select(BatchItem).where(BatchItem.state.in_(("queued", "processing")))
     ).all()
@@ -237,8 +302,28 @@ def recover_unfinished():
             item.finished_at = item.finished_at or utc_now()
         else:
             item.state = "queued"
+            if storage is not None:
+                clear_result_dir(storage, item.result_dir)
     commit_or_raise()
     return [item.id for item in stale if item.state == "queued"]
+
+
+def resume_unfinished(app):
+    """Start-up hook of run.py and wsgi.py: requeue and resubmit what a previous
+    process left unfinished. Not in the factory (tests build many apps), and only
+    for one agent process per database (a second one would resume the first's work)."""
+    svc = app.extensions["aoi"]
+    with app.app_context():
+        try:
+            item_ids = recover_unfinished(svc.storage)
+        except Exception as exc:  # e.g. a database not migrated yet
+            db.session.rollback()
+            log.warning("unfinished batch items were not resumed: %s", exc)
+            return []
+    if item_ids:
+        log.info("resuming %d unfinished batch item(s)", len(item_ids))
+        svc.batches.submit(item_ids)
+    return item_ids
 
 
 # ---- reading -----------------------------------------------------------------------------

@@ -1,13 +1,19 @@
 """Reading history: image lists, region search and statistics.
 
 Every filter is a bound parameter through the ORM; the indexes these queries
-lean on are declared in models.py (see the EXPLAIN test in tests/test_queries.py).
+lean on are declared in models.py and checked with EXPLAIN on MariaDB by
+tests/test_explain.py (scripts/bench_queries.py measures them on 100,000 images).
+
+Counts join only the tables their filters need: every region row has exactly one
+class row and one image row, and every class row one image row (NOT NULL foreign
+keys, enforced on MySQL/MariaDB and on SQLite with PRAGMA foreign_keys=ON), so a
+join that filters nothing cannot change a count.
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, exists, func, select
+from sqlalchemy import and_, case, distinct, exists, func, select
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
@@ -34,6 +40,9 @@ REGION_RANGES = {
     "circularity": Region.circularity,
     "aspect_ratio": Region.aspect_ratio,
 }
+# Region pages sorted by time are cut at the timestamp of their last row first, when
+# at least this many rows match (below it, sorting every match is cheap anyway).
+TIME_CUT_MIN_ROWS = 1000
 
 
 @dataclass
@@ -73,9 +82,11 @@ def image_conditions(window, class_name=None, batch_id=None):
 
 def list_images(window, *, class_name, batch_id, sort, page, limit):
     conditions = image_conditions(window, class_name, batch_id)
-    total = db.session.scalar(select(func.count()).select_from(Image).where(*conditions))
+    total = count_images(window, class_name, batch_id, conditions)
+    if total <= (page - 1) * limit:
+        return total, []
     rows = db.session.scalars(
-        select(Image)
+        images_first(select(Image))
         .where(*conditions)
         .options(selectinload(Image.classes))
         .order_by(*IMAGE_SORTS[sort])
@@ -83,6 +94,29 @@ def list_images(window, *, class_name, batch_id, sort, page, limit):
         .limit(limit)
     ).all()
     return total, rows
+
+
+def count_images(window, class_name, batch_id, conditions):
+    if class_name and not batch_id and window.start is None and window.end is None:
+        # Only the class filter: count the distinct images of the matching class rows,
+        # one range of ix_classes_name_regions, instead of probing every image.
+        return db.session.scalar(
+            select(func.count(distinct(DefectClass.img_unique_id))).where(
+                DefectClass.class_name == class_name, DefectClass.total_regions > 0
+            )
+        )
+    return db.session.scalar(
+        images_first(select(func.count()).select_from(Image)).where(*conditions)
+    )
+
+
+def images_first(query):
+    """MySQL/MariaDB only (other dialects render nothing): keep images as the outer
+    table of the class-filter semi-join, so a page walks idx_timestamp in order and
+    stops after `limit` rows. Left to itself the optimizer, which costs join orders
+    without the LIMIT, may pick a LooseScan over a classes index that reads every
+    class row and then sorts."""
+    return query.prefix_with("STRAIGHT_JOIN", dialect="mysql")
 
 
 # ---- region search -------------------------------------------------------------------
@@ -101,34 +135,80 @@ def region_query(window, filters):
         )
         .join(DefectClass, Region.class_unique_id == DefectClass.class_unique_id)
         .join(Image, Region.img_unique_id == Image.img_unique_id)
-        .where(*window.conditions(Image.timestamp))
+        .where(*region_image_conditions(window, filters))
     )
     if filters.get("class_name"):
         query = query.where(DefectClass.class_name == filters["class_name"])
+    return query.where(*region_conditions(filters))
+
+
+def region_image_conditions(window, filters):
+    conditions = window.conditions(Image.timestamp)
     if filters.get("batch_id"):
-        query = query.where(Image.batch_id == filters["batch_id"])
+        conditions.append(Image.batch_id == filters["batch_id"])
+    return conditions
+
+
+def region_conditions(filters):
+    conditions = []
     if filters.get("img_unique_id"):
-        query = query.where(Region.img_unique_id == filters["img_unique_id"])
+        conditions.append(Region.img_unique_id == filters["img_unique_id"])
     for name, column in REGION_RANGES.items():
         low, high = filters.get(f"min_{name}"), filters.get(f"max_{name}")
         if low is not None:
-            query = query.where(column >= low)
+            conditions.append(column >= low)
         if high is not None:
-            query = query.where(column <= high)
-    return query
+            conditions.append(column <= high)
+    return conditions
 
 
 def count_regions(query):
     return db.session.scalar(select(func.count()).select_from(query.subquery()))
 
 
+def count_matching_regions(window, filters):
+    """The number of rows region_query(window, filters) returns, joining only the
+    tables a filter needs (see the module docstring)."""
+    query = select(func.count()).select_from(Region)
+    if filters.get("class_name"):
+        query = query.join(
+            DefectClass, Region.class_unique_id == DefectClass.class_unique_id
+        ).where(DefectClass.class_name == filters["class_name"])
+    image_conditions = region_image_conditions(window, filters)
+    if image_conditions:
+        query = query.join(Image, Region.img_unique_id == Image.img_unique_id).where(
+            *image_conditions
+        )
+    return db.session.scalar(query.where(*region_conditions(filters)))
+
+
 def search_regions(window, filters, *, sort, page, limit):
+    total = count_matching_regions(window, filters)
+    offset = (page - 1) * limit
+    if total <= offset:
+        return total, []
     query = region_query(window, filters)
-    total = count_regions(query)
-    rows = db.session.execute(
-        query.order_by(*REGION_SORTS[sort]).offset((page - 1) * limit).limit(limit)
-    ).all()
+    if sort in ("newest", "oldest") and total > offset + limit and total >= TIME_CUT_MIN_ROWS:
+        query = query.where(*time_cut(query, sort, offset + limit))
+    rows = db.session.execute(query.order_by(*REGION_SORTS[sort]).offset(offset).limit(limit)).all()
     return total, rows
+
+
+def time_cut(query, sort, rows):
+    """A condition that keeps the first `rows` rows of `query` in `sort` order (and a
+    few more with the same timestamp): the timestamp of the last of them, read by
+    walking images.timestamp in index order, so the final sort (by timestamp, then
+    region id across two tables) sorts a page's worth of rows, not every match."""
+    newest = sort == "newest"
+    edge = db.session.scalar(
+        query.with_only_columns(Image.timestamp)
+        .order_by(Image.timestamp.desc() if newest else Image.timestamp.asc())
+        .offset(rows - 1)
+        .limit(1)
+    )
+    if edge is None:  # rows deleted since they were counted: no cut
+        return []
+    return [Image.timestamp >= edge if newest else Image.timestamp <= edge]
 
 
 def stream_regions(window, filters, *, sort, page=None, limit=None):

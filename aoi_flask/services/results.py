@@ -93,6 +93,7 @@ class ResultsService:
 
     def analyse_upload(self, data, filename):
         """A single upload: accept, analyse, store. On failure nothing is left behind."""
+        self.client.breaker.check()  # model known to be down: 503 before anything is written
         accepted = self.accept(data, filename)
         try:
             return self.process(accepted, data, wait=self.limits.gate_wait)
@@ -115,7 +116,10 @@ class ResultsService:
             )
         checked = self.check(data)
         moment = utc_now()
-        img_id, result_dir = self.storage.reserve_result_dir(moment)
+        try:
+            img_id, result_dir = self.storage.reserve_result_dir(moment)
+        except OSError as exc:
+            raise storage_error(exc) from None
         input_path = self.storage.input_relpath(
             moment, img_id, disk_name(filename, checked.extension)
         )
@@ -146,6 +150,13 @@ class ResultsService:
             image = build_rows(accepted, utc_now(), answer, paths, model_name, batch_id)
             image.stored_bytes = len(data) + sum(written)
             commit_image(image)
+        except Exception:
+            stored = stored_anyway(accepted.img_id)
+            if stored is None:
+                self.storage.remove(*(f"{accepted.result_dir}/{name}" for name in RESULT_FILES))
+                raise
+            log.warning("image %s: its commit failed to confirm but is stored", accepted.img_id)
+            image = stored  # the commit went through; only its acknowledgement was lost
         except BaseException:
             self.storage.remove(*(f"{accepted.result_dir}/{name}" for name in RESULT_FILES))
             raise
@@ -260,6 +271,18 @@ def build_class(img_id, name, item):
 def commit_image(image):
     db.session.add(image)
     commit_or_raise()
+
+
+def stored_anyway(img_id):
+    """After a failed write: the image row if it is in the database after all (the
+    connection broke after COMMIT reached the server), else None. Its files belong
+    to that row then and must stay."""
+    try:
+        db.session.rollback()
+        return db.session.get(Image, img_id)
+    except SQLAlchemyError:
+        db.session.rollback()
+        return None
 
 
 def commit_or_raise():

@@ -18,6 +18,7 @@ import requests
 from PIL import Image
 
 from ..errors import ApiError
+from .breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class SegformerClient:
         info_ttl=30.0,
         health_timeout=2.0,
         retry_after=30,
+        breaker_threshold=3,
+        breaker_cooldown=15.0,
     ):
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
@@ -105,6 +108,12 @@ class SegformerClient:
         self._info = None
         self._info_time = 0.0
         self._info_lock = threading.Lock()
+        self.breaker = CircuitBreaker(
+            breaker_threshold,
+            breaker_cooldown,
+            open_error=self._breaker_open_error,
+            failures=(ModelUnavailable, ModelTimeout),
+        )
 
     @property
     def session(self):
@@ -119,7 +128,8 @@ class SegformerClient:
     def analyse(self, data, filename, mime_type):
         started = time.monotonic()
         try:
-            response = self._post_with_retries(data, filename, mime_type)
+            with self.breaker.call():  # fails fast while the service is known to be down
+                response = self._post_with_retries(data, filename, mime_type)
             answer = self._validate(response)
         except ModelServiceError as error:
             elapsed = time.monotonic() - started
@@ -189,6 +199,17 @@ class SegformerClient:
             "AOI_MODEL_SERVICE_URL points to it, then try again.",
             details={"model_service_url": self.base_url, "reason": type(exc).__name__},
             headers={"Retry-After": self.retry_after},
+        )
+
+    def _breaker_open_error(self, retry_in):
+        breaker = self.breaker
+        return ModelUnavailable(
+            f"The model service at {self.base_url} failed {breaker.threshold} times in a row "
+            f"(connection errors or timeouts); the agent stops calling it for "
+            f"{breaker.cooldown:g} s. Try again in {retry_in} s; queries and downloads keep "
+            "working meanwhile.",
+            details={"model_service_url": self.base_url, "breaker": "open"},
+            headers={"Retry-After": retry_in},
         )
 
     def _validate(self, response):

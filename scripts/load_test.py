@@ -1,0 +1,484 @@
+"""Load test: many concurrent clients against the real agent and the simulator.
+
+Starts the model-service simulator (latency 0) and the agent (`python run.py`,
+waitress) as subprocesses on free loopback ports, with a temporary storage
+folder and a SQLite database (default) or a scratch MariaDB database
+(`--database mariadb`, default `aoi_load`, which is dropped and migrated; the
+suite's `aoi_test` is refused). Then N client threads (default 50) run for a
+fixed time (default 60 s) a mix of single uploads, small batches, history
+queries, region searches and downloads, and the script prints requests/s,
+p50/p95/p99 per kind, error counts by status, and the agent's own overhead per
+upload: the client's total time minus the model time the simulator reports
+(`processing_time_seconds`). It stops by itself and always stops what it started.
+
+    python scripts/load_test.py                      # 50 clients, 60 s, SQLite
+    python scripts/load_test.py --database mariadb   # scratch MariaDB `aoi_load`
+    python scripts/load_test.py --clients 10 --duration 15 --think 0.1
+
+Targets on a 2-core machine: overhead p50 <= 50 ms and p95 <= 150 ms, and no
+5xx answer except deliberate 503 MODEL_BUSY (the model-slot cap at work).
+"""
+
+import argparse
+import io
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import requests
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MARIADB = "mysql+pymysql://root@127.0.0.1:3306/aoi_load?charset=utf8mb4"
+REFUSED_DATABASES = {"aoi_test", "aoi_db", "mysql", "information_schema", "performance_schema"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+CLASSES = ("PI_Particle", "PR_Peeling", "Copper_Nodule", "Env_Particle")
+KINDS = ("upload", "batch", "history", "regions", "download")
+DEFAULT_MIX = "upload=25,batch=5,history=30,regions=20,download=20"
+OVERHEAD_TARGETS_MS = {"p50": 50.0, "p95": 150.0}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50, help="concurrent client threads")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--database", choices=("sqlite", "mariadb"), default="sqlite")
+    parser.add_argument("--mariadb-url", default=DEFAULT_MARIADB, help="scratch database URL")
+    parser.add_argument("--mix", default=DEFAULT_MIX, help=f"weights (default {DEFAULT_MIX})")
+    parser.add_argument("--think", type=float, default=0.0, help="pause between requests, s")
+    parser.add_argument("--threads", type=int, default=16, help="waitress threads of the agent")
+    parser.add_argument(
+        "--model-concurrency", type=int, default=4, help="AOI_MODEL_MAX_CONCURRENCY"
+    )
+    parser.add_argument("--gate-wait", type=float, default=10.0, help="AOI_MODEL_GATE_WAIT, s")
+    parser.add_argument("--batch-size", type=int, default=3, help="files per batch request")
+    parser.add_argument("--image-size", type=int, default=128, help="test image side, pixels")
+    parser.add_argument("--seed-images", type=int, default=20, help="uploads before the clock")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the clients")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+    if args.clients < 1 or args.duration <= 0:
+        parser.error("--clients must be >= 1 and --duration > 0")
+    args.weights = parse_mix(parser, args.mix)
+    return args
+
+
+def parse_mix(parser, text):
+    weights = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() not in KINDS:
+            parser.error(f"--mix: unknown kind {name!r}; kinds: {', '.join(KINDS)}")
+        weights[name.strip()] = float(value)
+    if sum(weights.values()) <= 0:
+        parser.error("--mix: the weights must add up to more than 0")
+    return weights
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Child:
+    """A subprocess serving on a loopback port; stopped by its own pid only."""
+
+    def __init__(self, name, argv, env, workdir):
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(workdir) / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop)
+        self.process = subprocess.Popen(
+            [*argv, "--port", str(self.port)],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name} exited early:\n{self.tail()}")
+            try:
+                requests.get(f"{self.url}/health", timeout=2)
+                return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise SystemExit(f"{self.name} did not answer within {timeout:g} s:\n{self.tail()}")
+
+    def cpu_seconds(self):
+        """User + system CPU time of the process so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
+    def tail(self, size=3000):
+        try:
+            return self.log_path.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+
+
+# ---- database ----------------------------------------------------------------------------
+
+
+def prepare_mariadb(url):
+    """Drop, create and migrate the scratch database (never a protected one)."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("mysql"):
+        raise SystemExit(f"--mariadb-url must be a mysql+pymysql URL, not {url!r}")
+    if (parsed.host or "127.0.0.1") not in LOOPBACK:
+        raise SystemExit(f"refusing database host {parsed.host!r}: loopback only")
+    name = parsed.database
+    if not name or name in REFUSED_DATABASES or name.startswith("aoi_test"):
+        raise SystemExit(f"refusing to reset database {name!r}: use a scratch one (aoi_load)")
+    conn = pymysql.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 3306,
+        user=parsed.username or "root",
+        password=parsed.password or "",
+    )
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+    env = {**os.environ, "AOI_DATABASE_URL": url, "AOI_STORAGE_ROOT": tempfile.gettempdir()}
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode:
+        raise SystemExit(f"migrating {name} failed:\n{done.stderr[-3000:]}")
+
+
+# ---- inputs ------------------------------------------------------------------------------
+
+
+def wafer_png(rng, size):
+    """A grey wafer image with a few dark or bright spots for the simulator to find."""
+    pixels = np.full((size, size), 120, np.uint8) + rng.integers(0, 6, (size, size), np.uint8)
+    rows, cols = np.ogrid[:size, :size]
+    for _ in range(int(rng.integers(1, 6))):
+        x, y = rng.integers(8, size - 8, 2)
+        radius = int(rng.integers(2, 6))
+        pixels[(cols - x) ** 2 + (rows - y) ** 2 <= radius * radius] = rng.choice([20, 240])
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# ---- the clients -------------------------------------------------------------------------
+
+
+class Results:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.latency = defaultdict(list)  # kind -> seconds
+        self.status = defaultdict(Counter)  # kind -> status -> count
+        self.codes = Counter()  # (kind, status, code) of errors
+        self.overhead = []  # seconds per successful upload (single and batch files)
+        self.model_time = []
+        self.image_ids = []
+        self.exceptions = Counter()
+
+    def record(self, kind, status, seconds, code=None):
+        with self.lock:
+            self.latency[kind].append(seconds)
+            self.status[kind][status] += 1
+            if status >= 400:
+                self.codes[(kind, status, code)] += 1
+
+
+class Client(threading.Thread):
+    def __init__(self, index, base, args, images, results, deadline):
+        super().__init__(name=f"client-{index}", daemon=True)
+        self.base, self.args, self.images = base, args, images
+        self.results, self.deadline = results, deadline
+        self.rng = random.Random(args.seed * 1000 + index)
+        self.session = requests.Session()
+        self.kinds = list(args.weights)
+        self.weights = [args.weights[kind] for kind in self.kinds]
+
+    def run(self):
+        while time.monotonic() < self.deadline:
+            kind = self.rng.choices(self.kinds, self.weights)[0]
+            try:
+                getattr(self, kind)()
+            except requests.RequestException as exc:
+                with self.results.lock:
+                    self.results.exceptions[f"{kind}: {type(exc).__name__}"] += 1
+            if self.args.think:
+                time.sleep(self.args.think)
+        self.session.close()
+
+    def timed(self, kind, method, path, **kwargs):
+        started = time.perf_counter()
+        response = self.session.request(method, self.base + path, timeout=120, **kwargs)
+        content = response.content  # read the whole body inside the measurement
+        elapsed = time.perf_counter() - started
+        code = None
+        if response.status_code >= 400 and response.headers.get("Content-Type", "").startswith(
+            "application/json"
+        ):
+            code = response.json().get("code")
+        self.results.record(kind, response.status_code, elapsed, code)
+        return response, content, elapsed
+
+    def image(self):
+        return self.rng.choice(self.images)
+
+    def upload(self):
+        files = {"image": (f"load_{self.rng.randrange(10**6)}.png", self.image(), "image/png")}
+        response, _, elapsed = self.timed("upload", "POST", "/upload", files=files)
+        if response.status_code == 201:
+            body = response.json()
+            model = body["processing_time_seconds"]
+            with self.results.lock:
+                self.results.overhead.append(elapsed - model)
+                self.results.model_time.append(model)
+                self.results.image_ids.append(body["img_unique_id"])
+
+    def batch(self):
+        files = [
+            ("images", (f"batch_{i}.png", self.image(), "image/png"))
+            for i in range(self.args.batch_size)
+        ]
+        response, _, _ = self.timed("batch", "POST", "/upload/batch", files=files)
+        if response.status_code == 200:
+            done = [r for r in response.json()["results"] if r.get("success")]
+            with self.results.lock:
+                self.results.image_ids.extend(r["img_unique_id"] for r in done)
+
+    def history(self):
+        params = {"limit": self.rng.choice((10, 20, 50)), "page": self.rng.choice((1, 1, 2))}
+        if self.rng.random() < 0.4:
+            params["class_name"] = self.rng.choice(CLASSES)
+        if self.rng.random() < 0.3:
+            params["start_date"] = time.strftime("%Y-%m-%d", time.gmtime())
+        self.timed("history", "GET", "/images", params=params)
+
+    def regions(self):
+        params = {"limit": 50, "class_name": self.rng.choice(CLASSES)}
+        if self.rng.random() < 0.5:
+            params["min_area"] = self.rng.choice((5, 20, 50))
+        if self.rng.random() < 0.3:
+            params["sort"] = "area_desc"
+        self.timed("regions", "GET", "/query/defects", params=params)
+
+    def download(self):
+        with self.results.lock:
+            img_id = self.rng.choice(self.results.image_ids) if self.results.image_ids else None
+        if img_id is None:
+            return
+        kind = self.rng.choice(("input", "overlay", "mask", "combined", "thumbnail", "json"))
+        path = f"/download/json/{img_id}" if kind == "json" else f"/download/image/{img_id}/{kind}"
+        self.timed("download", "GET", path)
+
+
+# ---- reporting ---------------------------------------------------------------------------
+
+
+def percentile(values, fraction):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def ms(value):
+    return f"{value * 1000:8.1f}"
+
+
+def report(args, results, wall, agent_cpu, sim_cpu, backend):
+    total = sum(len(values) for values in results.latency.values())
+    print()
+    print(
+        f"== load test: {args.clients} clients, {wall:.1f} s, backend {backend}, "
+        f"think {args.think:g} s, waitress threads {args.threads}, "
+        f"model slots {args.model_concurrency}, {os.cpu_count()} CPUs"
+    )
+    print(f"requests: {total} in {wall:.1f} s = {total / wall:.1f} requests/s")
+    print(
+        f"{'kind':<10}{'count':>8}{'req/s':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
+        f"{'max ms':>10}  statuses"
+    )
+    for kind in KINDS:
+        values = results.latency.get(kind, [])
+        if not values:
+            continue
+        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(results.status[kind].items()))
+        print(
+            f"{kind:<10}{len(values):>8}{len(values) / wall:>8.1f}{ms(percentile(values, 0.5)):>10}"
+            f"{ms(percentile(values, 0.95)):>10}{ms(percentile(values, 0.99)):>10}"
+            f"{ms(max(values)):>10}  {statuses}"
+        )
+    errors = Counter()
+    for statuses in results.status.values():
+        for status, count in statuses.items():
+            if status >= 400:
+                errors[status] += count
+    print(f"errors by status: {dict(sorted(errors.items())) or 'none'}")
+    for (kind, status, code), count in sorted(results.codes.items(), key=str):
+        print(f"  {kind} {status} {code}: {count}")
+    if results.exceptions:
+        print(f"client-side exceptions: {dict(results.exceptions)}")
+    unexpected = sum(
+        count
+        for (kind, status, code), count in results.codes.items()
+        if status >= 500 and not (status == 503 and code == "MODEL_BUSY")
+    )
+    overhead = results.overhead
+    p50, p95, p99 = (percentile(overhead, q) for q in (0.5, 0.95, 0.99))
+    print(
+        f"agent overhead per single upload (total - model time), {len(overhead)} uploads: "
+        f"p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+        f"(model time p50 {percentile(results.model_time, 0.5) * 1000:.1f} ms)"
+    )
+    capacity = wall * os.cpu_count()
+    print(f"CPU seconds: agent {agent_cpu:.1f}, simulator {sim_cpu:.1f} (of {capacity:.0f})")
+    met = {
+        "overhead p50": p50 * 1000 <= OVERHEAD_TARGETS_MS["p50"],
+        "overhead p95": p95 * 1000 <= OVERHEAD_TARGETS_MS["p95"],
+        "no unexpected 5xx": unexpected == 0 and not results.exceptions,
+    }
+    for name, ok in met.items():
+        print(f"target {name}: {'met' if ok else 'NOT met'}")
+    return all(met.values())
+
+
+# ---- main --------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="aoi-load-"))
+    children = []
+
+    def stop_children(*_):
+        for child in reversed(children):
+            child.stop()
+        children.clear()
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        if args.database == "mariadb":
+            database_url = args.mariadb_url
+            prepare_mariadb(database_url)
+        else:
+            database_url = f"sqlite:///{workdir / 'load.sqlite3'}"
+        simulator = Child(
+            "simulator",
+            [sys.executable, "-m", "aoi_flask.simulator", "--host", "127.0.0.1", "--latency", "0"],
+            {},
+            workdir,
+        )
+        children.append(simulator)
+        simulator.wait_ready()
+        env = {
+            "AOI_DATABASE_URL": database_url,
+            "AOI_STORAGE_ROOT": str(workdir / "storage"),
+            "AOI_MODEL_SERVICE_URL": simulator.url,
+            "AOI_MODEL_MAX_CONCURRENCY": str(args.model_concurrency),
+            "AOI_MODEL_GATE_WAIT": str(args.gate_wait),
+            "AOI_DB_POOL_SIZE": str(args.threads + 8),
+            "AOI_API_KEYS": "",
+            "AOI_LOG_LEVEL": "WARNING",
+        }
+        agent = Child(
+            "agent",
+            [sys.executable, "run.py", "--host", "127.0.0.1", "--threads", str(args.threads)],
+            env,
+            workdir,
+        )
+        children.append(agent)
+        agent.wait_ready()
+
+        rng = np.random.default_rng(args.seed)
+        images = [wafer_png(rng, args.image_size) for _ in range(32)]
+        results = Results()
+        seeder = Client(0, agent.url, args, images, results, time.monotonic() + 120)
+        for _ in range(args.seed_images):
+            seeder.upload()
+        results = Results()  # the seed uploads are not measured
+        results.image_ids = list(seeder.results.image_ids)
+        agent_cpu, sim_cpu = agent.cpu_seconds(), simulator.cpu_seconds()
+
+        print(
+            f"running {args.clients} clients for {args.duration:g} s against {agent.url} "
+            f"({args.database}) …",
+            flush=True,
+        )
+        started = time.monotonic()
+        deadline = started + args.duration
+        clients = [
+            Client(i + 1, agent.url, args, images, results, deadline) for i in range(args.clients)
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(max(1.0, deadline + 150 - time.monotonic()))
+        wall = time.monotonic() - started
+        stragglers = sum(client.is_alive() for client in clients)
+        if stragglers:
+            print(f"warning: {stragglers} client(s) still waiting for an answer; not counted")
+        ok = report(
+            args,
+            results,
+            wall,
+            agent.cpu_seconds() - agent_cpu,
+            simulator.cpu_seconds() - sim_cpu,
+            args.database,
+        )
+        health = requests.get(f"{agent.url}/health", timeout=10).json()
+        print(f"agent /health after the run: {health['status']}")
+        return 0 if ok else 1
+    finally:
+        stop_children()
+        signal.signal(signal.SIGTERM, previous)
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
