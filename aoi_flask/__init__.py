@@ -10,7 +10,7 @@ from . import models  # noqa: F401  (registers the tables with the metadata)
 from .apidocs import register_apidocs
 from .config import Config
 from .errors import register_errorhandlers
-from .extensions import db, migrate
+from .extensions import db, end_session, migrate
 from .logs import configure_logging
 from .security import register_security
 from .services.batches import BatchRunner
@@ -38,6 +38,7 @@ def create_app(config=Config, **overrides):
 
 
 def configure_app(app):
+    app.json.sort_keys = False  # keep fields in the documented (PRD example) order
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BATCH_MB"] * MB
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
@@ -55,6 +56,8 @@ def configure_app(app):
 def register_extensions(app):
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True)
+    # Runs before Flask-SQLAlchemy's own session teardown (teardowns run in reverse).
+    app.teardown_appcontext(end_session)
 
 
 def register_services(app):

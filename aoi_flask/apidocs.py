@@ -18,9 +18,11 @@ import copy
 from flasgger import Swagger
 from flask import Blueprint, redirect, request, url_for
 
+from .models import CLASS_NAMES as CLASS_BY_ID
+
 bp = Blueprint("apidocs", __name__)
 
-CLASS_NAMES = ("PI_Particle", "PR_Peeling", "Copper_Nodule", "Env_Particle")
+CLASS_NAMES = tuple(CLASS_BY_ID.values())
 BATCH_STATUSES = ("queued", "running", "done", "partial", "failed")
 FILE_STATES = ("queued", "processing", "done", "failed")
 
@@ -1426,6 +1428,8 @@ def swagger_config(app):
         "static_url_path": "/flasgger_static",
         "headers": [],
         "doc_expansion": "list",
+        # Rendered into the page's script as-is: without it the page runs `initOAuth(None)`.
+        "auth": {},
         "ui_params": {
             "displayRequestDuration": True,
             "defaultModelsExpandDepth": 0,

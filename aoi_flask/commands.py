@@ -73,9 +73,8 @@ def echo_fsck(result):
         for action, count in result["repairs"]["actions"].items():
             click.echo(f"repaired: {action}: {count}")
         after = result["after"]
-        click.echo(
-            f"after repair: {after['problem_count'] or 'no'} problems {after['by_kind'] or ''}"
-        )
+        remaining = f"{after['problem_count'] or 'no'} problems {after['by_kind'] or ''}"
+        click.echo(f"after repair: {remaining.rstrip()}")
 
 
 @aoi.command("cleanup")

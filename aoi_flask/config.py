@@ -77,7 +77,6 @@ class Config:
     LOG_LEVEL = env_str("AOI_LOG_LEVEL", "INFO")
     LOG_FORMAT = env_str("AOI_LOG_FORMAT", "text")
 
-    JSON_SORT_KEYS = False
     SWAGGER_TITLE = "AOI Inference Agent API"
 
 

@@ -191,6 +191,7 @@ def test_docs_pages_load_nothing_from_another_host(client):
     assert loaded, "the page loads Swagger UI"
     assert all(url.startswith("/flasgger_static/") for url in loaded), loaded
     assert '"/apispec.json"' in page
+    assert "let auth_config = {};" in page  # Flasgger would render Python's None into the script
     policy = response.headers["Content-Security-Policy"]
     assert "default-src 'self'" in policy and "connect-src 'self'" in policy
     for asset in loaded:
@@ -528,3 +529,15 @@ def test_database_down_answers_503(api, monkeypatch):
     monkeypatch.setattr(queries, "list_images", down)
     response, body = api("get", "/images", 503)
     assert body["code"] == "DATABASE_UNAVAILABLE" and int(response.headers["Retry-After"]) > 0
+
+
+def test_open_circuit_breaker_answers_503(make_app, spec, model_service, sample_input):
+    api = Api(make_app(MODEL_BREAKER_THRESHOLD=2, MODEL_BREAKER_COOLDOWN=60).test_client(), spec)
+    model_service.post(f"{MODEL_URL}/upload", exc=requests.exceptions.ConnectionError)
+    model_service.get(f"{MODEL_URL}/health", exc=requests.exceptions.ConnectionError)
+    for _ in range(2):
+        api("post", "/upload", 503, **form(image=(sample_input, "a.jpeg")))
+    response, body = api("post", "/upload", 503, **form(image=(sample_input, "a.jpeg")))
+    assert body["details"]["breaker"] == "open" and int(response.headers["Retry-After"]) >= 1
+    _, health = api("get", "/health", 200)
+    assert health["model_service"]["breaker"]["state"] == "open"

@@ -294,6 +294,17 @@ def kill_agent_connections(database_url):
     return killed
 
 
+def clear_database_answer(response):
+    """503 DATABASE_UNAVAILABLE (or /health's 503 "down"), in the JSON error shape."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return response.status_code == 503 and (
+        body.get("code") == "DATABASE_UNAVAILABLE" or body.get("status") == "down"
+    )
+
+
 class Poller(threading.Thread):
     """Keeps asking the agent for batch progress, history and health; records answers."""
 
@@ -314,13 +325,8 @@ class Poller(threading.Thread):
                     self.bad.append(f"{path}: {exc}")
                     continue
                 self.statuses[response.status_code] += 1
-                if response.status_code != 200:
-                    body = response.json()
-                    if response.status_code != 503 or body.get("code", body.get("status")) not in (
-                        "DATABASE_UNAVAILABLE",
-                        "down",
-                    ):
-                        self.bad.append(f"{path}: {response.status_code} {body}")
+                if response.status_code != 200 and not clear_database_answer(response):
+                    self.bad.append(f"{path}: {response.status_code} {response.text[:300]}")
             time.sleep(0.05)
 
     def stop(self):

@@ -449,3 +449,20 @@ def test_a_results_folder_that_cannot_be_created_answers_507(
     assert response.status_code == 507
     assert response.get_json()["code"] == "STORAGE_ERROR"
     assert stored_files(storage_root) == []
+
+
+def test_a_connection_that_dies_before_teardown_does_not_spoil_the_answer(app, client, monkeypatch):
+    from sqlalchemy.orm import Session
+
+    real_close = Session.close
+    broken = []
+
+    def close_on_a_killed_connection(self):
+        monkeypatch.setattr(Session, "close", real_close)
+        broken.append(self)
+        raise OperationalError("ROLLBACK", {}, Exception("Lost connection during query"))
+
+    monkeypatch.setattr(Session, "close", close_on_a_killed_connection)
+    response = client.get("/images")
+    assert response.status_code == 200 and broken
+    assert client.get("/images").status_code == 200

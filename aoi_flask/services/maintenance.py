@@ -305,7 +305,7 @@ def walk_storage(storage, report, expected, newest):
             dirnames.sort()
             relfolder = storage.relative(folder)
             if top == "results" and is_result_dir(relfolder):
-                files += check_result_dir(storage, report, expected, relfolder, filenames, newest)
+                files += check_result_dir(storage, report, expected, relfolder, newest)
                 dirnames[:] = []  # its contents were handled as a whole
                 continue
             for name in sorted(filenames):
@@ -320,7 +320,7 @@ def is_result_dir(relfolder):
     return len(parts) == 3 and parts[0] == "results"
 
 
-def check_result_dir(storage, report, expected, relfolder, filenames, newest):
+def check_result_dir(storage, report, expected, relfolder, newest):
     """One image's result folder: results/YYYYMMDD/<img_unique_id>/."""
     path = storage.root / relfolder
     contents = sorted(p for p in path.rglob("*") if p.is_file())
