@@ -65,7 +65,8 @@ def parse_args(argv=None):
     parser.add_argument("--image-size", type=int, default=128, help="test image side, pixels")
     parser.add_argument("--seed-images", type=int, default=20, help="uploads before the clock")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the clients")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--agent-log-level", default="WARNING", help="AOI_LOG_LEVEL of the agent")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.duration <= 0:
         parser.error("--clients must be >= 1 and --duration > 0")
@@ -421,7 +422,7 @@ def main(argv=None):
             "AOI_MODEL_GATE_WAIT": str(args.gate_wait),
             "AOI_DB_POOL_SIZE": str(args.threads + 8),
             "AOI_API_KEYS": "",
-            "AOI_LOG_LEVEL": "WARNING",
+            "AOI_LOG_LEVEL": args.agent_log_level,
         }
         agent = Child(
             "agent",

@@ -195,10 +195,11 @@ def search_regions(window, filters, *, sort, page, limit):
 
 
 def time_cut(query, sort, rows):
-    """A condition that keeps the first `rows` rows of `query` in `sort` order (and a
-    few more with the same timestamp): the timestamp of the last of them, read by
-    walking images.timestamp in index order, so the final sort (by timestamp, then
-    region id across two tables) sorts a page's worth of rows, not every match."""
+    """Conditions that keep the first `rows` rows of `query` in `sort` order (and any
+    others with the same timestamp): a bound at the timestamp of the last of them,
+    read by walking images.timestamp in index order. The final sort (by timestamp,
+    then region id: two tables, so no index gives that order) then sorts about a
+    page's worth of rows instead of every match."""
     newest = sort == "newest"
     edge = db.session.scalar(
         query.with_only_columns(Image.timestamp)
