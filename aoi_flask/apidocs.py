@@ -1039,6 +1039,21 @@ IMAGE_NOT_FOUND = (
     f"No image with id '{SAMPLE_ID}'. Check the id, or list images with GET /images.",
 )
 RESPONSES = {
+    "HtmlPage": {
+        "description": "The HTML page; its script fills it from the JSON API",
+        "headers": {
+            "Content-Security-Policy": {
+                "description": "Only this server's own scripts, styles and images",
+                "schema": {"type": "string"},
+            }
+        },
+        "content": {
+            "text/html": {
+                "schema": {"type": "string"},
+                "example": '<!DOCTYPE html><html lang="en">…</html>',
+            }
+        },
+    },
     "InvalidParameter": error_response(
         "Bad query parameter: the message names each field and the accepted values",
         INVALID_PAGE,

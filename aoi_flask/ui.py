@@ -46,16 +46,7 @@ def analyse():
     operationId: page_analyse
     security: []
     responses:
-      200:
-        description: The HTML page; its script fills it from the JSON API
-        headers:
-          Content-Security-Policy:
-            description: Only this server's own scripts, styles and images
-            schema: {type: string}
-        content:
-          text/html:
-            schema: {type: string}
-            example: <!DOCTYPE html><html lang="en">…</html>
+      200: {$ref: '#/components/responses/HtmlPage'}
     """
     return render_template("index.html", active="analyse")
 
@@ -70,16 +61,7 @@ def result(img_id):
     parameters:
       - $ref: '#/components/parameters/ImgId'
     responses:
-      200:
-        description: The HTML page; its script fills it from the JSON API
-        headers:
-          Content-Security-Policy:
-            description: Only this server's own scripts, styles and images
-            schema: {type: string}
-        content:
-          text/html:
-            schema: {type: string}
-            example: <!DOCTYPE html><html lang="en">…</html>
+      200: {$ref: '#/components/responses/HtmlPage'}
     """
     return render_template("result.html", active="history", img_id=img_id)
 
@@ -92,16 +74,7 @@ def history():
     operationId: page_history
     security: []
     responses:
-      200:
-        description: The HTML page; its script fills it from the JSON API
-        headers:
-          Content-Security-Policy:
-            description: Only this server's own scripts, styles and images
-            schema: {type: string}
-        content:
-          text/html:
-            schema: {type: string}
-            example: <!DOCTYPE html><html lang="en">…</html>
+      200: {$ref: '#/components/responses/HtmlPage'}
     """
     return render_template("history.html", active="history")
 
@@ -114,16 +87,7 @@ def batches():
     operationId: page_batches
     security: []
     responses:
-      200:
-        description: The HTML page; its script fills it from the JSON API
-        headers:
-          Content-Security-Policy:
-            description: Only this server's own scripts, styles and images
-            schema: {type: string}
-        content:
-          text/html:
-            schema: {type: string}
-            example: <!DOCTYPE html><html lang="en">…</html>
+      200: {$ref: '#/components/responses/HtmlPage'}
     """
     return render_template("batches.html", active="batches")
 
@@ -140,16 +104,7 @@ def batch(batch_id):
     parameters:
       - $ref: '#/components/parameters/BatchId'
     responses:
-      200:
-        description: The HTML page; its script fills it from the JSON API
-        headers:
-          Content-Security-Policy:
-            description: Only this server's own scripts, styles and images
-            schema: {type: string}
-        content:
-          text/html:
-            schema: {type: string}
-            example: <!DOCTYPE html><html lang="en">…</html>
+      200: {$ref: '#/components/responses/HtmlPage'}
     """
     return render_template("batch.html", active="batches", batch_id=batch_id)
 
@@ -162,15 +117,6 @@ def statistics():
     operationId: page_statistics
     security: []
     responses:
-      200:
-        description: The HTML page; its script fills it from the JSON API
-        headers:
-          Content-Security-Policy:
-            description: Only this server's own scripts, styles and images
-            schema: {type: string}
-        content:
-          text/html:
-            schema: {type: string}
-            example: <!DOCTYPE html><html lang="en">…</html>
+      200: {$ref: '#/components/responses/HtmlPage'}
     """
     return render_template("statistics.html", active="statistics")
