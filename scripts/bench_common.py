@@ -7,6 +7,7 @@ host (or SQLite).
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import platform
@@ -215,7 +216,9 @@ def make_app(url, storage_root=None):
     from aoi_flask import create_app
     from aoi_flask.config import Config
 
-    storage_root = storage_root or tempfile.mkdtemp(prefix="aoi-bench-unused-")
+    if storage_root is None:
+        storage_root = tempfile.mkdtemp(prefix="aoi-bench-unused-")
+        atexit.register(shutil.rmtree, storage_root, True)
     return create_app(Config, SQLALCHEMY_DATABASE_URI=url, STORAGE_ROOT=str(storage_root))
 
 

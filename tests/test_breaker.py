@@ -156,7 +156,9 @@ def down_app(make_app, requests_mock):
     requests_mock.post(f"{MODEL_URL}/upload", exc=requests.ConnectionError("refused"))
     requests_mock.get(f"{MODEL_URL}/health", exc=requests.ConnectionError("refused"))
     requests_mock.get(f"{MODEL_URL}/api/model/current", exc=requests.ConnectionError("refused"))
-    return make_app(MODEL_BREAKER_THRESHOLD=3, MODEL_BREAKER_COOLDOWN=30.0)
+    # Two batch workers: at most two calls are in flight when the third failure
+    # opens the breaker, so "the breaker stopped the calls" holds on a busy machine.
+    return make_app(MODEL_BREAKER_THRESHOLD=3, MODEL_BREAKER_COOLDOWN=30.0, BATCH_WORKERS=2)
 
 
 def upload_calls(requests_mock):

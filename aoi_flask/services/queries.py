@@ -111,11 +111,11 @@ def count_images(window, class_name, batch_id, conditions):
 
 
 def images_first(query):
-    """MySQL/MariaDB only (other dialects render nothing): keep images as the outer
-    table of the class-filter semi-join, so a page walks idx_timestamp in order and
-    stops after `limit` rows. Left to itself the optimizer, which costs join orders
-    without the LIMIT, may pick a LooseScan over a classes index that reads every
-    class row and then sorts."""
+    """MySQL/MariaDB only (other dialects render nothing): join in the written order,
+    images first, so a page walks idx_timestamp in order and stops after `limit` rows.
+    Left to itself the optimizer, which costs join orders without the LIMIT, may
+    start from a classes index instead (for the history class filter a LooseScan over
+    every class row), then sort every match."""
     return query.prefix_with("STRAIGHT_JOIN", dialect="mysql")
 
 
@@ -189,21 +189,33 @@ def search_regions(window, filters, *, sort, page, limit):
         return total, []
     query = region_query(window, filters)
     if sort in ("newest", "oldest") and total > offset + limit and total >= TIME_CUT_MIN_ROWS:
-        query = query.where(*time_cut(query, sort, offset + limit))
+        query = query.where(*time_cut(window, filters, sort, offset + limit))
     rows = db.session.execute(query.order_by(*REGION_SORTS[sort]).offset(offset).limit(limit)).all()
     return total, rows
 
 
-def time_cut(query, sort, rows):
-    """Conditions that keep the first `rows` rows of `query` in `sort` order (and any
-    others with the same timestamp): a bound at the timestamp of the last of them,
-    read by walking images.timestamp in index order. The final sort (by timestamp,
-    then region id: two tables, so no index gives that order) then sorts about a
-    page's worth of rows instead of every match."""
+def time_cut(window, filters, sort, rows):
+    """Conditions that keep the first `rows` rows of region_query(window, filters) in
+    `sort` order (and any others with the same timestamp): a bound at the timestamp
+    of the last of them. The final sort (by timestamp, then region id: two tables, so
+    no index gives that order) then sorts about a page's worth of rows, not every match.
+
+    The bound is read walking idx_timestamp in order from images (images_first): with
+    at least TIME_CUT_MIN_ROWS matches the walk soon meets `rows` of them, while the
+    plan the optimizer picks by itself for a class filter (costed without the LIMIT)
+    sorts every match. Classes are joined only for a class filter (module docstring)."""
     newest = sort == "newest"
+    query = (
+        images_first(select(Image.timestamp))
+        .join(Region, Region.img_unique_id == Image.img_unique_id)
+        .where(*region_image_conditions(window, filters), *region_conditions(filters))
+    )
+    if filters.get("class_name"):
+        query = query.join(
+            DefectClass, Region.class_unique_id == DefectClass.class_unique_id
+        ).where(DefectClass.class_name == filters["class_name"])
     edge = db.session.scalar(
-        query.with_only_columns(Image.timestamp)
-        .order_by(Image.timestamp.desc() if newest else Image.timestamp.asc())
+        query.order_by(Image.timestamp.desc() if newest else Image.timestamp.asc())
         .offset(rows - 1)
         .limit(1)
     )
