@@ -80,6 +80,14 @@ class Service:
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not answer within {timeout} s; log: {self.log_path}")
 
+    def cpu_seconds(self):
+        """User + system CPU time of the process so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
     def log(self, tail=4000):
         try:
             return self.log_path.read_text(errors="replace")[-tail:]
@@ -195,7 +203,7 @@ def reset_mysql_database(url):
 
     parsed = check_loopback(url)
     name = parsed.database
-    if not name or name in PROTECTED_DATABASES:
+    if not name or name in PROTECTED_DATABASES or name.startswith("aoi_test"):
         raise SystemExit(f"refusing to reset database {name!r}; use a scratch one (aoi_bench)")
     conn = pymysql.connect(
         host=parsed.host or "127.0.0.1",

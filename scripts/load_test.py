@@ -20,13 +20,10 @@ Targets on a 2-core machine: overhead p50 <= 50 ms and p95 <= 150 ms, and no
 """
 
 import argparse
-import io
 import os
 import random
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_common as bc  # noqa: E402
+
 DEFAULT_MARIADB = "mysql+pymysql://root@127.0.0.1:3306/aoi_load?charset=utf8mb4"
-REFUSED_DATABASES = {"aoi_test", "aoi_db", "mysql", "information_schema", "performance_schema"}
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 CLASSES = ("PI_Particle", "PR_Peeling", "Copper_Nodule", "Env_Particle")
 KINDS = ("upload", "batch", "history", "regions", "download")
 DEFAULT_MIX = "upload=25,batch=5,history=30,regions=20,download=20"
@@ -84,126 +81,6 @@ def parse_mix(parser, text):
     if sum(weights.values()) <= 0:
         parser.error("--mix: the weights must add up to more than 0")
     return weights
-
-
-# ---- processes ---------------------------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Child:
-    """A subprocess serving on a loopback port; stopped by its own pid only."""
-
-    def __init__(self, name, argv, env, workdir):
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(workdir) / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop)
-        self.process = subprocess.Popen(
-            [*argv, "--port", str(self.port)],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"{self.name} exited early:\n{self.tail()}")
-            try:
-                requests.get(f"{self.url}/health", timeout=2)
-                return self
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise SystemExit(f"{self.name} did not answer within {timeout:g} s:\n{self.tail()}")
-
-    def cpu_seconds(self):
-        """User + system CPU time of the process so far (Linux /proc)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return float("nan")
-
-    def tail(self, size=3000):
-        try:
-            return self.log_path.read_text(errors="replace")[-size:]
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
-
-
-# ---- database ----------------------------------------------------------------------------
-
-
-def prepare_mariadb(url):
-    """Drop, create and migrate the scratch database (never a protected one)."""
-    import pymysql
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("mysql"):
-        raise SystemExit(f"--mariadb-url must be a mysql+pymysql URL, not {url!r}")
-    if (parsed.host or "127.0.0.1") not in LOOPBACK:
-        raise SystemExit(f"refusing database host {parsed.host!r}: loopback only")
-    name = parsed.database
-    if not name or name in REFUSED_DATABASES or name.startswith("aoi_test"):
-        raise SystemExit(f"refusing to reset database {name!r}: use a scratch one (aoi_load)")
-    conn = pymysql.connect(
-        host=parsed.host or "127.0.0.1",
-        port=parsed.port or 3306,
-        user=parsed.username or "root",
-        password=parsed.password or "",
-    )
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    finally:
-        conn.close()
-    env = {**os.environ, "AOI_DATABASE_URL": url, "AOI_STORAGE_ROOT": tempfile.gettempdir()}
-    done = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode:
-        raise SystemExit(f"migrating {name} failed:\n{done.stderr[-3000:]}")
-
-
-# ---- inputs ------------------------------------------------------------------------------
-
-
-def wafer_png(rng, size):
-    """A grey wafer image with a few dark or bright spots for the simulator to find."""
-    pixels = np.full((size, size), 120, np.uint8) + rng.integers(0, 6, (size, size), np.uint8)
-    rows, cols = np.ogrid[:size, :size]
-    for _ in range(int(rng.integers(1, 6))):
-        x, y = rng.integers(8, size - 8, 2)
-        radius = int(rng.integers(2, 6))
-        pixels[(cols - x) ** 2 + (rows - y) ** 2 <= radius * radius] = rng.choice([20, 240])
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 # ---- the clients -------------------------------------------------------------------------
@@ -317,14 +194,6 @@ class Client(threading.Thread):
 # ---- reporting ---------------------------------------------------------------------------
 
 
-def percentile(values, fraction):
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def ms(value):
     return f"{value * 1000:8.1f}"
 
@@ -347,9 +216,9 @@ def report(args, results, wall, agent_cpu, sim_cpu, backend):
         if not values:
             continue
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(results.status[kind].items()))
+        p50, p95, p99 = (ms(bc.percentile(values, q)) for q in (0.5, 0.95, 0.99))
         print(
-            f"{kind:<10}{len(values):>8}{len(values) / wall:>8.1f}{ms(percentile(values, 0.5)):>10}"
-            f"{ms(percentile(values, 0.95)):>10}{ms(percentile(values, 0.99)):>10}"
+            f"{kind:<10}{len(values):>8}{len(values) / wall:>8.1f}{p50:>10}{p95:>10}{p99:>10}"
             f"{ms(max(values)):>10}  {statuses}"
         )
     errors = Counter()
@@ -368,11 +237,11 @@ def report(args, results, wall, agent_cpu, sim_cpu, backend):
         if status >= 500 and not (status == 503 and code == "MODEL_BUSY")
     )
     overhead = results.overhead
-    p50, p95, p99 = (percentile(overhead, q) for q in (0.5, 0.95, 0.99))
+    p50, p95, p99 = (bc.percentile(overhead, q) for q in (0.5, 0.95, 0.99))
     print(
         f"agent overhead per single upload (total - model time), {len(overhead)} uploads: "
         f"p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
-        f"(model time p50 {percentile(results.model_time, 0.5) * 1000:.1f} ms)"
+        f"(model time p50 {bc.percentile(results.model_time, 0.5) * 1000:.1f} ms)"
     )
     capacity = wall * os.cpu_count()
     print(f"CPU seconds: agent {agent_cpu:.1f}, simulator {sim_cpu:.1f} (of {capacity:.0f})")
@@ -403,17 +272,12 @@ def main(argv=None):
     try:
         if args.database == "mariadb":
             database_url = args.mariadb_url
-            prepare_mariadb(database_url)
+            bc.reset_mysql_database(database_url)
+            bc.migrate(database_url)
         else:
             database_url = f"sqlite:///{workdir / 'load.sqlite3'}"
-        simulator = Child(
-            "simulator",
-            [sys.executable, "-m", "aoi_flask.simulator", "--host", "127.0.0.1", "--latency", "0"],
-            {},
-            workdir,
-        )
+        simulator = bc.start_simulator(0, log_dir=workdir)
         children.append(simulator)
-        simulator.wait_ready()
         env = {
             "AOI_DATABASE_URL": database_url,
             "AOI_STORAGE_ROOT": str(workdir / "storage"),
@@ -424,17 +288,11 @@ def main(argv=None):
             "AOI_API_KEYS": "",
             "AOI_LOG_LEVEL": args.agent_log_level,
         }
-        agent = Child(
-            "agent",
-            [sys.executable, "run.py", "--host", "127.0.0.1", "--threads", str(args.threads)],
-            env,
-            workdir,
-        )
+        agent = bc.start_agent(env, threads=args.threads, log_dir=workdir)
         children.append(agent)
-        agent.wait_ready()
 
         rng = np.random.default_rng(args.seed)
-        images = [wafer_png(rng, args.image_size) for _ in range(32)]
+        images = [bc.wafer_image(rng, args.image_size) for _ in range(32)]
         results = Results()
         seeder = Client(0, agent.url, args, images, results, time.monotonic() + 120)
         for _ in range(args.seed_images):
