@@ -33,18 +33,16 @@ def dump_progress(progress):
 def dump_batch(batch):
     """One batch with per-file rows (state, error, stored image)."""
     storage = services().storage
-    progress = batch_service.progress_of([batch])[batch.batch_id]
+    progress = batch_service.progress_from_items(batch)
     images = batch_service.images_of(
         [item.img_unique_id for item in batch.items if item.state == "done"]
     )
-    files = []
-    for item in batch.items:
-        row = BatchFileSchema().dump(item)
+    files = BatchFileSchema(many=True).dump(batch.items)
+    for item, row in zip(batch.items, files, strict=True):
         image = images.get(row["img_unique_id"])
         row["total_defects"] = image.total_defects if image else None
         row["processing_time_seconds"] = image.processing_time_seconds if image else None
         row["retryable"] = batch_service.is_retryable(storage, item)
-        files.append(row)
     times = [image.processing_time_seconds for image in images.values()]
     end = progress.finished_at or utc_now()
     return {

@@ -247,7 +247,7 @@ def sync_summary(batch_id, links):
     return {
         "success": True,
         "batch_id": batch.batch_id,
-        "status": batch_service.progress_of([batch])[batch_id].status,
+        "status": batch_service.progress_from_items(batch).status,
         "total_images": batch.total_files,
         "processed": len(done),
         "failed": len(results) - len(done),
