@@ -137,3 +137,27 @@ def test_health_reports_latency_or_the_failure(requests_mock, client):
     assert probe["latency_ms"] >= 0
     requests_mock.get(f"{MODEL_URL}/health", exc=requests.exceptions.ConnectionError)
     assert client.health()["reachable"] is False
+
+
+def test_the_model_slot_is_freed_before_the_answer_is_checked(
+    requests_mock, client, sample_answer, monkeypatch
+):
+    held = []
+
+    class Slot:
+        def __enter__(self):
+            held.append(True)
+
+        def __exit__(self, *exc):
+            held.append(False)
+
+    real_validate = client._validate
+
+    def validate(response):
+        assert held == [True, False], "the slot must be released before validation"
+        return real_validate(response)
+
+    monkeypatch.setattr(client, "_validate", validate)
+    requests_mock.post(f"{MODEL_URL}/upload", json=sample_answer)
+    answer = client.analyse(b"jpeg bytes", "upload.jpg", "image/jpeg", slot=Slot())
+    assert answer.total_defects == 7

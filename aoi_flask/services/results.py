@@ -139,10 +139,12 @@ class ResultsService:
         """Call the model and store the results. On failure the result files are
         removed; the saved input and the claimed id stay (a batch retries them)."""
         checked = accepted.checked or self.check(data)
-        with self.gate(wait):
-            answer = self.client.analyse(
-                data, f"upload.{checked.extension}", MIME_TYPES[checked.format]
-            )
+        answer = self.client.analyse(
+            data,
+            f"upload.{checked.extension}",
+            MIME_TYPES[checked.format],
+            slot=self.gate(wait),  # freed before the answer is decoded and checked
+        )
         model_name = self.client.model_label()
         written = []
         try:

@@ -6,6 +6,7 @@ that answers garbage can never leave a half-stored result behind.
 
 import base64
 import binascii
+import contextlib
 import io
 import logging
 import math
@@ -125,10 +126,13 @@ class SegformerClient:
 
     # -- analysis ---------------------------------------------------------------
 
-    def analyse(self, data, filename, mime_type):
+    def analyse(self, data, filename, mime_type, slot=None):
+        """`slot` (a context manager, e.g. a ModelGate slot) is held only while the
+        request is on the wire; the answer is decoded and checked after it is freed."""
         started = time.monotonic()
         try:
-            with self.breaker.call():  # fails fast while the service is known to be down
+            # The breaker fails fast while the service is known to be down.
+            with slot or contextlib.nullcontext(), self.breaker.call():
                 response = self._post_with_retries(data, filename, mime_type)
             answer = self._validate(response)
         except ModelServiceError as error:
