@@ -62,7 +62,7 @@ def register_extensions(app):
 
 def register_services(app):
     config = app.config
-    storage = Storage(config["STORAGE_ROOT"])
+    storage = Storage(config["STORAGE_ROOT"], fsync=config.get("FSYNC", True))
     storage.ensure_layout()
     client = SegformerClient(
         config["MODEL_SERVICE_URL"],

@@ -55,12 +55,21 @@ class Config:
     MODEL_BREAKER_THRESHOLD = env_int("AOI_MODEL_BREAKER_THRESHOLD", 3)
     MODEL_BREAKER_COOLDOWN = env_float("AOI_MODEL_BREAKER_COOLDOWN", 15.0)
 
+    # Distributed mode (issue #14, not wired yet): empty = embedded in-process pool.
+    BROKER_URL = env_str("AOI_BROKER_URL", "")
+    REDIS_URL = env_str("AOI_REDIS_URL", "")
+    REDIS_PREFIX = env_str("AOI_REDIS_PREFIX", "aoi:")
+    # A slot held by a dead process frees itself after this; above the model read timeout.
+    SLOT_LEASE_SECONDS = env_float("AOI_SLOT_LEASE_SECONDS", 180.0)
+
     # A little above the model cap, so the cap stays saturated while results are stored.
     BATCH_WORKERS = env_int("AOI_BATCH_WORKERS", 6)
     MAX_BATCH_FILES = env_int("AOI_MAX_BATCH_FILES", 500)
     MAX_UPLOAD_MB = env_int("AOI_MAX_UPLOAD_MB", 50)
     MAX_BATCH_MB = env_int("AOI_MAX_BATCH_MB", 2048)
     MAX_IMAGE_PIXELS = env_int("AOI_MAX_IMAGE_PIXELS", 100_000_000)
+    # fsync every stored file and its folder before the commit; false only for throwaway set-ups.
+    FSYNC = env_bool("AOI_FSYNC", True)
 
     STORAGE_ROOT = env_str("AOI_STORAGE_ROOT", str(BASE_DIR))
     THUMBNAIL_SIZE = env_int("AOI_THUMBNAIL_SIZE", 256)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flask_migrate import upgrade
-from helpers import png_bytes
+from helpers import echo, png_bytes
 from PIL import Image
 from sqlalchemy import text
 
@@ -187,7 +187,7 @@ MODEL_HEALTH = {
 @pytest.fixture
 def model_service(requests_mock, sample_answer):
     """A model service that answers with the recorded sample (requests-mock)."""
-    requests_mock.post(f"{MODEL_URL}/upload", json=sample_answer)
+    requests_mock.post(f"{MODEL_URL}/upload", json=echo(sample_answer))
     requests_mock.get(f"{MODEL_URL}/api/model/current", json=MODEL_INFO)
     requests_mock.get(f"{MODEL_URL}/health", json=MODEL_HEALTH)
     return requests_mock

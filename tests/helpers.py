@@ -1,9 +1,11 @@
 """Small helpers shared by the test modules."""
 
 import io
+import re
 from pathlib import Path
 
 from PIL import Image
+from werkzeug.utils import secure_filename
 
 
 def png_bytes(array):
@@ -41,3 +43,40 @@ def upload_batch(client, files, **query):
         query_string=query,
         content_type="multipart/form-data",
     )
+
+
+SENT_NAME = re.compile(rb'name="image"; filename="([^"]*)"')
+
+
+def sent_filename(request):
+    """The file name the agent sent in its multipart model call."""
+    match = SENT_NAME.search(request.body or b"")
+    return match.group(1).decode() if match else None
+
+
+def echo(answer):
+    """A requests-mock json callback: `answer` with the name sent echoed, as the
+    real service does (secure_filename of the uploaded name)."""
+
+    def reply(request, context):
+        body = {**answer, "filename": secure_filename(sent_filename(request) or "")}
+        analysis = answer.get("analysis_results")
+        size = sent_size(request)
+        if isinstance(analysis, dict) and isinstance(analysis.get("image_shape"), dict) and size:
+            shape = {"height": size[1], "width": size[0]}
+            body["analysis_results"] = {**analysis, "image_shape": shape}
+        return body
+
+    return reply
+
+
+def sent_size(request):
+    """(width, height) of the image in the agent's model call, or None."""
+    raw = request.body or b""
+    start = raw.find(b"\r\n\r\n")
+    end = raw.rfind(b"\r\n--")
+    try:
+        with Image.open(io.BytesIO(raw[start + 4 : end])) as image:
+            return image.size
+    except Exception:
+        return None

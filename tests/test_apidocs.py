@@ -18,7 +18,7 @@ import zipfile
 import pytest
 import requests
 from conftest import MODEL_URL
-from helpers import image_bytes
+from helpers import echo, image_bytes
 from openapi_spec_validator import validate as validate_spec
 from openapi_support import (
     IGNORED_METHODS,
@@ -413,7 +413,7 @@ def test_failed_batch_files_and_their_retry(app, api, model_service, sample_inpu
     _, listed = api("get", "/batches", 200)
     assert listed["batches"][0]["status"] == "failed"
 
-    model_service.post(f"{MODEL_URL}/upload", json=sample_answer)
+    model_service.post(f"{MODEL_URL}/upload", json=echo(sample_answer))
     _, retried = api("post", "/batches/{batch_id}/retry", 202, params=ref)
     assert retried["retried"] == 1
     app.extensions["aoi"].batches.wait_idle(timeout=30)

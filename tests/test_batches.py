@@ -5,7 +5,7 @@ import threading
 import pytest
 import requests
 from conftest import MODEL_URL
-from helpers import image_bytes, stored_files, upload_batch
+from helpers import echo, image_bytes, stored_files, upload_batch
 
 from aoi_flask.extensions import db
 from aoi_flask.models import BatchItem, Image
@@ -58,7 +58,7 @@ def test_async_batch_answers_202_and_progress_is_observable(
 
     def slow_answer(request, context):
         gate.wait(10)
-        return sample_answer
+        return echo(sample_answer)(request, context)
 
     requests_mock.post(f"{MODEL_URL}/upload", json=slow_answer)
     requests_mock.get(f"{MODEL_URL}/api/model/current", json={"model_name": "m"})
@@ -96,7 +96,7 @@ def test_failed_files_are_retried_after_the_model_recovers(
     assert len([p for p in stored_files(storage_root) if p.startswith("uploads/")]) == 2
     assert not [p for p in stored_files(storage_root) if p.startswith("results/")]
 
-    requests_mock.post(f"{MODEL_URL}/upload", json=sample_answer)
+    requests_mock.post(f"{MODEL_URL}/upload", json=echo(sample_answer))
     retry = client.post(f"/batches/{body['batch_id']}/retry")
     assert retry.status_code == 202
     assert retry.get_json()["retried"] == 2

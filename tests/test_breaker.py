@@ -6,7 +6,7 @@ import threading
 import pytest
 import requests
 from conftest import MODEL_INFO, MODEL_URL
-from helpers import upload, upload_batch
+from helpers import echo, upload, upload_batch
 
 from aoi_flask.services.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
@@ -192,7 +192,7 @@ def test_uploads_fail_fast_while_the_model_service_is_down(
     # The cool-down passes; the service is back: the probe succeeds and closes it.
     client_breaker = down_app.extensions["aoi"].client.breaker
     client_breaker._opened_at -= 31
-    requests_mock.post(f"{MODEL_URL}/upload", json=sample_answer)
+    requests_mock.post(f"{MODEL_URL}/upload", json=echo(sample_answer))
     requests_mock.get(f"{MODEL_URL}/api/model/current", json=MODEL_INFO)
     assert upload(client, sample_input).status_code == 201
     assert client.get("/health").get_json()["model_service"]["breaker"]["state"] == "closed"
@@ -209,7 +209,7 @@ def test_batch_files_hitting_an_open_breaker_fail_retryably(
     status = client.get(f"/batches/{body['batch_id']}").get_json()
     assert all(f["retryable"] for f in status["files"])
     down_app.extensions["aoi"].client.breaker._opened_at -= 31
-    requests_mock.post(f"{MODEL_URL}/upload", json=sample_answer)
+    requests_mock.post(f"{MODEL_URL}/upload", json=echo(sample_answer))
     requests_mock.get(f"{MODEL_URL}/api/model/current", json=MODEL_INFO)
     assert client.post(f"/batches/{body['batch_id']}/retry").status_code == 202
     down_app.extensions["aoi"].batches.wait_idle(30)

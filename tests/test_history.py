@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 from conftest import MODEL_URL
-from helpers import image_bytes, png_bytes, upload, upload_batch
+from helpers import echo, image_bytes, png_bytes, upload, upload_batch
 
 from aoi_flask.extensions import db
 from aoi_flask.models import Image
@@ -25,7 +25,7 @@ def light_answer(sample_answer):
 @pytest.fixture
 def history(app, client, model_service, light_answer):
     """Five stored sample results with timestamps one day apart (oldest first)."""
-    model_service.post(f"{MODEL_URL}/upload", json=light_answer)
+    model_service.post(f"{MODEL_URL}/upload", json=echo(light_answer))
     ids = [
         upload(client, image_bytes(), name=f"w{i}.jpg").get_json()["img_unique_id"]
         for i in range(5)
@@ -103,7 +103,7 @@ def test_class_filter_only_images_that_have_the_class(client, history, model_ser
     empty = json.loads(json.dumps(light_answer))
     for item in empty["analysis_results"]["classes"].values():
         item.update(total_regions=0, total_area_pixels=0, regions=[])
-    model_service.post(f"{MODEL_URL}/upload", json=empty)
+    model_service.post(f"{MODEL_URL}/upload", json=echo(empty))
     clean = upload(client, image_bytes(), name="clean.png").get_json()["img_unique_id"]
     assert get(client, "/images", class_name="PI_Particle")["total"] == 5
     assert get(client, "/images", class_name="Env_Particle")["total"] == 0

@@ -466,3 +466,18 @@ def test_a_connection_that_dies_before_teardown_does_not_spoil_the_answer(app, c
     response = client.get("/images")
     assert response.status_code == 200 and broken
     assert client.get("/images").status_code == 200
+
+
+def test_dotfiles_are_never_orphans_and_repair_keeps_them(
+    app, client, model_service, sample_input, storage_root
+):
+    stored_image(client, sample_input)
+    keep = [storage_root / "uploads" / ".gitkeep", storage_root / "results" / ".gitkeep"]
+    for path in keep:
+        path.write_bytes(b"")
+    runner = app.test_cli_runner()
+    clean = runner.invoke(args=["aoi", "fsck"])
+    assert clean.exit_code == 0, clean.output
+    assert ".gitkeep" not in clean.output
+    runner.invoke(args=["aoi", "fsck", "--repair"])
+    assert all(path.exists() for path in keep)

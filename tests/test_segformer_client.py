@@ -5,6 +5,7 @@ import threading
 import pytest
 import requests
 from conftest import MODEL_HEALTH, MODEL_INFO, MODEL_URL
+from helpers import echo
 
 from aoi_flask.services.segformer import (
     ModelBadResponse,
@@ -33,7 +34,7 @@ def analyse(client, data=b"jpeg bytes"):
 
 
 def test_a_valid_answer_is_decoded(requests_mock, client, sample_answer, sample_images):
-    requests_mock.post(f"{MODEL_URL}/upload", json=sample_answer)
+    requests_mock.post(f"{MODEL_URL}/upload", json=echo(sample_answer))
     answer = analyse(client)
     assert answer.images == sample_images
     assert (answer.width, answer.height, answer.total_defects) == (1792, 1792, 7)
@@ -50,7 +51,7 @@ def test_retries_on_gateway_statuses_with_exponential_backoff(
     requests_mock.post(
         f"{MODEL_URL}/upload",
         [{"status_code": status, "json": {"success": False, "error": "x"}}] * 2
-        + [{"json": sample_answer}],
+        + [{"json": echo(sample_answer)}],
     )
     assert analyse(client).total_defects == 7
     assert requests_mock.call_count == 3
@@ -63,7 +64,7 @@ def test_retries_on_gateway_statuses_with_exponential_backoff(
 def test_retries_on_connection_errors_and_timeouts(
     requests_mock, client, sample_answer, sleeps, exc
 ):
-    requests_mock.post(f"{MODEL_URL}/upload", [{"exc": exc}, {"json": sample_answer}])
+    requests_mock.post(f"{MODEL_URL}/upload", [{"exc": exc}, {"json": echo(sample_answer)}])
     assert analyse(client).total_defects == 7
     assert requests_mock.call_count == 2
 
@@ -158,6 +159,6 @@ def test_the_model_slot_is_freed_before_the_answer_is_checked(
         return real_validate(response)
 
     monkeypatch.setattr(client, "_validate", validate)
-    requests_mock.post(f"{MODEL_URL}/upload", json=sample_answer)
+    requests_mock.post(f"{MODEL_URL}/upload", json=echo(sample_answer))
     answer = client.analyse(b"jpeg bytes", "upload.jpg", "image/jpeg", slot=Slot())
     assert answer.total_defects == 7

@@ -118,10 +118,11 @@ def test_storage_layout_matches_the_spec(client, model_service, sample_input, st
 
 
 def test_the_model_gets_field_image_with_an_accepted_extension(client, model_service, sample_input):
-    upload(client, sample_input, name="晶圓 A.jpeg")
+    img_id = upload(client, sample_input, name="晶圓 A.jpeg").get_json()["img_unique_id"]
     sent = model_service.request_history[0]
     assert sent.url == f"{MODEL_URL}/upload"
-    assert b'name="image"; filename="upload.jpg"' in sent.body
+    # Named after the image's own id: the service files calls by second + name.
+    assert f'name="image"; filename="{img_id}.jpg"'.encode() in sent.body
 
 
 def test_cjk_names_are_kept_for_display_and_sanitised_for_disk(client, model_service, sample_input):

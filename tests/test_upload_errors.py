@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 from conftest import MODEL_URL
-from helpers import image_bytes, stored_files, upload
+from helpers import echo, image_bytes, stored_files, upload
 
 from aoi_flask.extensions import db
 from aoi_flask.models import Image
@@ -201,7 +201,7 @@ BAD_ANSWERS = {
 def test_malformed_answers_give_502_and_store_nothing(
     requests_mock, client, app, storage_root, sample_input, sample_answer, kind
 ):
-    requests_mock.post(f"{MODEL_URL}/upload", json=corrupt(sample_answer, BAD_ANSWERS[kind]))
+    requests_mock.post(f"{MODEL_URL}/upload", json=echo(corrupt(sample_answer, BAD_ANSWERS[kind])))
     assert_error(upload(client, sample_input), 502, "MODEL_BAD_RESPONSE")
     assert_nothing_stored(app, storage_root)
 
@@ -243,3 +243,40 @@ def test_disk_failure_removes_written_files(
     body = assert_error(upload(client, sample_input), 507, "STORAGE_ERROR")
     assert "No space left" in body["error"]
     assert_nothing_stored(app, storage_root)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"filename": "upload.jpg"},  # another call's answer (a shared name)
+        {"analysis_results_shape": {"height": 100, "width": 200}},  # another image's analysis
+    ],
+)
+def test_an_answer_for_another_image_gives_502_and_stores_nothing(
+    client, requests_mock, sample_answer, sample_input, storage_root, change
+):
+    answer = dict(sample_answer)
+    if "filename" in change:
+        reply = lambda request, context: {**answer, "filename": change["filename"]}  # noqa: E731
+    else:
+        analysis = {**answer["analysis_results"], "image_shape": change["analysis_results_shape"]}
+        echoed = echo(answer)  # the right filename, another image's shape
+        reply = lambda request, context: {  # noqa: E731
+            **echoed(request, context),
+            "analysis_results": analysis,
+        }
+    requests_mock.post(f"{MODEL_URL}/upload", json=reply)
+    response = upload(client, sample_input)
+    assert response.status_code == 502
+    assert response.get_json()["code"] == "MODEL_BAD_RESPONSE"
+    assert "another image" in response.get_json()["error"]
+    assert not [f for f in stored_files(storage_root) if f.startswith(("results/", "uploads/"))
+                and not f.endswith(".gitkeep")]
+
+
+def test_timestamp_is_the_second_of_the_image_id(client, model_service, sample_input, app):
+    img_id = upload(client, sample_input).get_json()["img_unique_id"]
+    with app.app_context():
+        image = db.session.get(Image, img_id)
+        assert f"{image.timestamp:%Y%m%d_%H%M%S}" == img_id[:15]
+        assert image.input_image_path.startswith(f"uploads/{image.timestamp:%Y%m%d}/")

@@ -343,6 +343,9 @@ def check_file(storage, report, expected, relpath, newest):
         return
     if name.startswith(TEMP_PREFIX):
         report.problems.append(Problem("temp_file", relpath))
+    elif name.startswith("."):
+        # Not a result: the agent never writes dotfiles (uploads/.gitkeep is tracked).
+        return
     elif relpath in expected.purged_files:
         return  # reported once per image as purged_file_present
     else:

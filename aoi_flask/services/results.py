@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -141,15 +142,20 @@ class ResultsService:
         checked = accepted.checked or self.check(data)
         answer = self.client.analyse(
             data,
-            f"upload.{checked.extension}",
+            # Unique per image: the service files inputs and results by second + this
+            # name, so a shared name lets concurrent calls get each other's answers.
+            f"{accepted.img_id}.{checked.extension}",
             MIME_TYPES[checked.format],
             slot=self.gate(wait),  # freed before the answer is decoded and checked
+            size=(checked.width, checked.height),
+            label=accepted.display_name,
         )
         model_name = self.client.model_label()
         written = []
         try:
             paths = self._write_results(accepted.result_dir, answer, checked.thumbnail, written)
-            image = build_rows(accepted, utc_now(), answer, paths, model_name, batch_id)
+            moment = id_moment(accepted.img_id)
+            image = build_rows(accepted, moment, answer, paths, model_name, batch_id)
             image.stored_bytes = len(data) + sum(written)
             commit_image(image)
         except Exception:
@@ -187,6 +193,12 @@ class ResultsService:
         db.session.delete(image)
         commit_or_raise()
         self.storage.remove(*paths)
+
+
+def id_moment(img_id):
+    """The second an image id was claimed: its timestamp, so that the id, the day
+    folder and the history date always agree (one moment for all three)."""
+    return datetime.strptime(img_id[:15], "%Y%m%d_%H%M%S")
 
 
 def analysis_bytes(analysis):

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 import requests
 from PIL import Image
+from werkzeug.utils import secure_filename
 
 from ..errors import ApiError
 from .breaker import CircuitBreaker
+from .imaging import png_size
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class ModelAnswer:
     width: int
     height: int
     elapsed: float  # wall time of the HTTP exchange, seconds
+    filename: object = None  # the name the service says it analysed
 
 
 def is_int(value):
@@ -126,20 +129,27 @@ class SegformerClient:
 
     # -- analysis ---------------------------------------------------------------
 
-    def analyse(self, data, filename, mime_type, slot=None):
+    def analyse(self, data, filename, mime_type, slot=None, *, size=None, label=None):
         """`slot` (a context manager, e.g. a ModelGate slot) is held only while the
-        request is on the wire; the answer is decoded and checked after it is freed."""
+        request is on the wire; the answer is decoded and checked after it is freed.
+
+        `filename` is the name sent, unique to the image: the service names its files
+        by second + that name, so a shared name lets concurrent calls swap answers.
+        The answer must echo it and, when `size` (width, height) is given, describe an
+        image of that size. `label` (the user's file name) is what the log shows."""
         started = time.monotonic()
+        shown = f"{label} (sent as {filename})" if label else filename
         try:
             # The breaker fails fast while the service is known to be down.
             with slot or contextlib.nullcontext(), self.breaker.call():
                 response = self._post_with_retries(data, filename, mime_type)
             answer = self._validate(response)
+            check_belongs(answer, filename, expected_sizes(data, size))
         except ModelServiceError as error:
             elapsed = time.monotonic() - started
             log.warning(
                 "model call %s: failed %s (%s) in %.3fs",
-                filename,
+                shown,
                 error.code,
                 error.status,
                 elapsed,
@@ -149,7 +159,7 @@ class SegformerClient:
         answer.elapsed = time.monotonic() - started
         log.info(
             "model call %s: %s in %.3fs (model %.3fs)",
-            filename,
+            shown,
             response.status_code,
             answer.elapsed,
             answer.processing_time,
@@ -236,7 +246,7 @@ class SegformerClient:
             raise bad_response("the answer is not a JSON object")
         if body.get("success") is not True:
             raise bad_response(f"success is not true ({_error_text(body) or 'no message'})")
-        images = {name: decode_png(body.get(field), field) for name, field in RESULT_IMAGES.items()}
+        images = {name: decode_png(body.get(key), key)[0] for name, key in RESULT_IMAGES.items()}
         analysis = body.get("analysis_results")
         width, height = validate_analysis(analysis)
         total = sum(item["total_regions"] for item in analysis["classes"].values())
@@ -245,7 +255,8 @@ class SegformerClient:
             timing = analysis.get("performance", {}).get("processing_time_seconds")
         if not is_number(timing):
             raise bad_response("processing_time is missing")
-        return ModelAnswer(analysis, images, float(timing), total, width, height, 0.0)
+        echoed = body.get("filename")
+        return ModelAnswer(analysis, images, float(timing), total, width, height, 0.0, echoed)
 
     @staticmethod
     def _json_or_none(response):
@@ -312,6 +323,38 @@ def _error_text(body):
     return ""
 
 
+def expected_sizes(data, size):
+    """The (width, height) pairs an answer for this input may state: the stored size,
+    and the transposed one when EXIF says the picture is turned 90° (a decoder may
+    apply the orientation). Empty when no size is given (nothing to compare)."""
+    if size is None:
+        return set()
+    sizes = {tuple(size)}
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.getexif().get(0x0112) in (5, 6, 7, 8):
+                sizes.add((size[1], size[0]))
+    except Exception:  # already decoded once; an odd EXIF block only costs the extra size
+        pass
+    return sizes
+
+
+def check_belongs(answer, sent_name, sizes):
+    """Refuse an answer that belongs to another call (the service mixes up calls that
+    share a name within one second): its filename and image size must be ours."""
+    expected_name = secure_filename(sent_name)
+    if answer.filename != expected_name:
+        raise bad_response(
+            f"it names the file {str(answer.filename)[:100]!r}, not {expected_name!r} "
+            "that was sent (an answer for another image)"
+        )
+    if sizes and (answer.width, answer.height) not in sizes:
+        raise bad_response(
+            f"its image_shape is {answer.width}x{answer.height}, the image sent is "
+            f"{min(sizes)[0]}x{min(sizes)[1]} (an answer for another image)"
+        )
+
+
 def decode_png(value, field):
     if not isinstance(value, str) or not value:
         raise bad_response(f"{field} is missing")
@@ -320,13 +363,11 @@ def decode_png(value, field):
     except (binascii.Error, ValueError):
         raise bad_response(f"{field} is not valid base64") from None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "PNG":
-                raise OSError("not a PNG")
-            image.load()
+        # Structure, CRCs and inflated size only: a full pixel decode cost ~50 ms per image.
+        size = png_size(data)
     except Exception:
         raise bad_response(f"{field} is not a complete PNG image") from None
-    return data
+    return data, size
 
 
 def validate_analysis(analysis):

@@ -34,9 +34,20 @@ def new_image_id(moment):
     return f"{moment:%Y%m%d_%H%M%S}_{suffix}"
 
 
+def sync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Storage:
-    def __init__(self, root):
+    def __init__(self, root, *, fsync=True):
         self.root = Path(root).resolve()
+        # A file acknowledged to the client must survive power loss: sync it and
+        # its directory entry before the database commit (AOI_FSYNC=false skips it).
+        self.fsync = fsync
 
     def path(self, relpath):
         """The absolute path of a stored relative path; never outside the root."""
@@ -75,7 +86,12 @@ class Storage:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
+                if self.fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(tmp, target)
+            if self.fsync:
+                sync_dir(target.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -33,6 +33,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-model", action="store_true", help="start with no model loaded")
     parser.add_argument("--seed", type=int, default=None, help="seed of the failure RNG")
+    parser.add_argument(
+        "--unique-names",
+        action="store_true",
+        help="give every call's files a unique name (the real service does not: by default "
+        "same-named uploads in the same second overwrite each other, as in production)",
+    )
+    parser.add_argument(
+        "--collision-delay",
+        type=float,
+        default=0.0,
+        help="seconds between saving a file and reading it back (widens the race window)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        help="folder for uploads/ and results/ (default: a temp folder removed at exit)",
+    )
     return parser.parse_args(argv)
 
 
@@ -45,6 +62,9 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         timeout_seconds=args.timeout_seconds,
         model_loaded=not args.no_model,
         seed=args.seed,
+        collide=not args.unique_names,
+        collision_delay=args.collision_delay,
+        work_dir=args.work_dir,
     )
 
 

@@ -1,6 +1,23 @@
 """Classical defect finding and measurement for the simulator (no weights).
 
-Pipeline on the greyscale image:
+Periodic patterns (most AOI images: repeated dies or cells) are inspected the
+way AOI tools do it, by comparing each pixel with the same place one and two
+pattern pitches away (see ``periodic_analysis``):
+
+a. Pitch: the strongest autocorrelation peak along each axis (on a 4x
+   downscaled copy), refined to the pixel on the full image.
+b. Reference: per axis, the median of the four copies shifted by -2, -1, +1
+   and +2 pitches; a defect is in one copy at most, so the median is clean.
+c. Difference: how far each pixel lies outside the 5x5 min..max of the
+   reference (tolerates a pixel or two of misregistration), taking the
+   smaller of the two axes so a cell that only repeats along one axis is
+   not flagged.
+d. Threshold, a 3x3 opening (drops leftover edge lines), a closing that
+   groups a cluster of particles into one defect, 8-connected components;
+   the MAX_PERIODIC_REGIONS with the strongest peak difference are kept.
+
+Images without a clear period (plain boards, small crops) use the pipeline
+below:
 
 1. Background: a coarse median filter (computed on a 4x downscaled copy for
    speed) gives the local "expected" grey level and the polarity of a defect.
@@ -47,6 +64,17 @@ PEELING_MIN_AREA = 400
 PEELING_MIN_ASPECT = 3.0
 PEELING_MIN_LENGTH = 20.0
 STRONG_CONTRAST_FACTOR = 2.0
+
+PITCH_SCALE = 4
+PITCH_MIN_LAG = 8  # in downscaled pixels: 32 px on the image
+PITCH_MIN_CORRELATION = 0.3
+PITCH_MIN_PROMINENCE = 0.3
+PITCH_REFINE_SPAN = PITCH_SCALE
+MIN_PERIODS = 3  # the image must hold this many pitches along an axis
+REGISTRATION_TOLERANCE = 5  # px window of the reference's min..max
+PERIODIC_THRESHOLD_FLOOR = 50.0
+PERIODIC_CLUSTER_DISC = 31
+MAX_PERIODIC_REGIONS = 20
 
 
 @dataclass(frozen=True)
@@ -95,6 +123,14 @@ class Analysis:
 
 def analyse(gray: np.ndarray) -> Analysis:
     """Find, measure and classify the defects of an 8-bit greyscale image."""
+    pitches = pattern_pitches(gray)
+    if any(pitches):
+        return periodic_analysis(gray, pitches)
+    return background_analysis(gray)
+
+
+def background_analysis(gray: np.ndarray) -> Analysis:
+    """Defects as departures from a smooth background (no repeated pattern)."""
     background = estimate_background(gray)
     thresholds = choose_thresholds(gray)
     strong, weak = defect_masks(gray, background, thresholds)
@@ -107,6 +143,144 @@ def analyse(gray: np.ndarray) -> Analysis:
     ]
     height, width = gray.shape
     return Analysis(height=height, width=width, labels=labels, regions=regions)
+
+
+# --- periodic patterns ---------------------------------------------------------
+
+
+def pattern_pitches(gray: np.ndarray) -> tuple[int | None, int | None]:
+    """The pattern's repeat in pixels along x and y (None: no clear period)."""
+    height, width = gray.shape
+    small_size = (max(1, width // PITCH_SCALE), max(1, height // PITCH_SCALE))
+    small = cv2.resize(gray, small_size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    small -= small.mean()
+    energy = float((small * small).sum())
+    if energy <= 0:
+        return None, None
+    # Zero padding to twice the size makes the FFT correlation linear, not circular.
+    padded = (2 * small.shape[0], 2 * small.shape[1])
+    spectrum = np.fft.rfft2(small, s=padded)
+    correlation = np.fft.irfft2(spectrum * np.conj(spectrum), s=padded) / energy
+    lag_x = best_lag(correlation[0, : small.shape[1] // MIN_PERIODS + 1])
+    lag_y = best_lag(correlation[: small.shape[0] // MIN_PERIODS + 1, 0])
+    return (
+        None if lag_x is None else refine_pitch(gray, 1, lag_x * PITCH_SCALE),
+        None if lag_y is None else refine_pitch(gray, 0, lag_y * PITCH_SCALE),
+    )
+
+
+def best_lag(correlation: np.ndarray) -> int | None:
+    """The lag of the highest local maximum past PITCH_MIN_LAG, if strong enough."""
+    inner = correlation[PITCH_MIN_LAG:-1]
+    if inner.size == 0:
+        return None
+    before = correlation[PITCH_MIN_LAG - 1 : -2]
+    after = correlation[PITCH_MIN_LAG + 1 :]
+    peaks = np.flatnonzero((inner > before) & (inner >= after))
+    if peaks.size == 0:
+        return None
+    best = peaks[np.argmax(inner[peaks])]
+    lag = int(best) + PITCH_MIN_LAG
+    # A real period dips before it peaks again; smooth shading only decays,
+    # with ripples that must not pass for a pitch.
+    dip = float(correlation[:lag].min())
+    if inner[best] < PITCH_MIN_CORRELATION or inner[best] - dip < PITCH_MIN_PROMINENCE:
+        return None
+    return lag
+
+
+def refine_pitch(gray: np.ndarray, axis: int, guess: int) -> int | None:
+    """The shift near ``guess`` that best maps the image onto itself (None: too long)."""
+    # Comparing every 4th line across the shift is plenty and keeps it cheap.
+    pixels = gray.astype(np.int16)
+    if axis == 0:
+        pixels = pixels.T
+    pixels = pixels[::4]
+    scores = [
+        (float(np.abs(pixels[:, shift:] - pixels[:, :-shift]).mean()), shift)
+        for shift in range(max(1, guess - PITCH_REFINE_SPAN), guess + PITCH_REFINE_SPAN + 1)
+        if shift * MIN_PERIODS <= pixels.shape[1]
+    ]
+    return min(scores)[1] if scores else None
+
+
+def shifted_copy(gray: np.ndarray, shift: int, axis: int) -> np.ndarray:
+    """gray moved by ``shift`` along axis; where that falls off the image, the
+    copy shifted the other way stands in (mirroring keeps one pitch's phase)."""
+    size = gray.shape[axis]
+    source = np.arange(size) + shift
+    outside = (source < 0) | (source >= size)
+    source[outside] -= 2 * shift
+    source = np.clip(source, 0, size - 1)
+    return np.take(gray, source, axis=axis)
+
+
+def axis_reference(gray: np.ndarray, pitch: int, axis: int) -> np.ndarray:
+    """Median of the copies -2, -1, +1, +2 pitches away along one axis."""
+    copies = np.stack([shifted_copy(gray, k * pitch, axis) for k in (-2, -1, 1, 2)])
+    copies.sort(axis=0)
+    return ((copies[1].astype(np.uint16) + copies[2]) // 2).astype(np.uint8)
+
+
+def outside_reference(gray: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    window = np.ones((REGISTRATION_TOLERANCE, REGISTRATION_TOLERANCE), np.uint8)
+    above = cv2.subtract(gray, cv2.dilate(reference, window))
+    below = cv2.subtract(cv2.erode(reference, window), gray)
+    return np.maximum(above, below)
+
+
+def periodic_difference(gray: np.ndarray, pitches) -> tuple[np.ndarray, np.ndarray]:
+    """(reference image, difference from it), over the periodic axes."""
+    best_reference, best_difference = None, None
+    for axis, pitch in ((1, pitches[0]), (0, pitches[1])):
+        if pitch is None:
+            continue
+        reference = axis_reference(gray, pitch, axis)
+        difference = outside_reference(gray, reference)
+        if best_difference is None:
+            best_reference, best_difference = reference, difference
+            continue
+        # Per pixel, the axis along which the pattern repeats best wins.
+        closer = difference < best_difference
+        best_reference = np.where(closer, reference, best_reference)
+        best_difference = np.minimum(difference, best_difference)
+    return best_reference, best_difference
+
+
+def periodic_analysis(gray: np.ndarray, pitches) -> Analysis:
+    reference, difference = periodic_difference(gray, pitches)
+    thresholds = choose_thresholds(gray)
+    level = max(PERIODIC_THRESHOLD_FLOOR, thresholds.strong)
+    mask = (difference >= level).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    disc = cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (PERIODIC_CLUSTER_DISC, PERIODIC_CLUSTER_DISC)
+    )
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disc)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(
+        mask, connectivity=8, ltype=cv2.CV_32S
+    )
+    regions = [
+        build_region(label, labels, stats[label], centroids[label], gray, reference, thresholds)
+        for label in strongest_labels(labels, count, stats, difference)
+    ]
+    height, width = gray.shape
+    return Analysis(height=height, width=width, labels=labels, regions=regions)
+
+
+def strongest_labels(labels, count, stats, difference) -> list[int]:
+    """Up to MAX_PERIODIC_REGIONS labels by peak difference, in label order."""
+    peaks = np.zeros(count, np.int32)
+    np.maximum.at(peaks, labels.ravel(), difference.ravel())
+    candidates = [
+        label for label in range(1, count) if stats[label, cv2.CC_STAT_AREA] >= MIN_REGION_PIXELS
+    ]
+    # Ties go to the lower label, so the choice is deterministic.
+    candidates.sort(key=lambda label: (-int(peaks[label]), label))
+    return sorted(candidates[:MAX_PERIODIC_REGIONS])
+
+
+# --- no repeated pattern --------------------------------------------------------
 
 
 def estimate_background(gray: np.ndarray) -> np.ndarray:

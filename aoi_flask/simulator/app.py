@@ -16,19 +16,23 @@ from flask import (
     send_from_directory,
 )
 from werkzeug.datastructures import FileStorage
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
 from . import messages
 from .docs import DOCS_HTML, api_spec
 from .failures import malformed_body, truncate_images
+from .filing import CallFiles
 from .imaging import UnreadableImage
-from .inference import run_model
+from .inference import ModelCall, run_model
 from .options import SimulatorOptions
 from .state import MODELS, SimulatorState
 
 ALLOWED_EXTENSIONS = ("png", "jpg", "jpeg", "bmp", "tiff", "tif")
 MAX_UPLOAD_MB = 50
+# Like the real service's MAX_CONTENT_LENGTH: the whole request body (multipart
+# boundaries and part headers included), not the file, must fit.
+MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024
 BASE_SIZE = 1792
 PATCH_SIZE = 512
 SYSTEM_NAME = "AOI defect model service simulator (segformer-simulator, no GPU, no weights)"
@@ -47,12 +51,13 @@ routes = Blueprint("simulator", __name__)
 
 def create_simulator_app(options: SimulatorOptions | None = None) -> Flask:
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_MB * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     # Keep the contract's field order and readable Chinese in the bodies.
     app.json.sort_keys = False
     app.json.ensure_ascii = False
     app.extensions["aoi_simulator"] = SimulatorState(options or SimulatorOptions())
     app.register_blueprint(routes)
+    app.register_error_handler(TooLargeInView, too_large_in_view)
     app.register_error_handler(Exception, error_as_json)
     return app
 
@@ -215,10 +220,46 @@ def begin_model_call():
     return kind, early
 
 
+def uploaded_files(field: str) -> list[FileStorage]:
+    """The files of a multipart field.
+
+    Werkzeug refuses a body over MAX_CONTENT_LENGTH while parsing it; the real
+    service parses inside its catch-all try block, so the client sees a 500
+    (not the 413 of its error handler). Raised as TooLargeInView.
+    """
+    try:
+        return request.files.getlist(field)
+    except RequestEntityTooLarge as exc:
+        raise TooLargeInView() from exc
+
+
+class TooLargeInView(Exception):
+    """The body was over the limit; answered 500 like the real service."""
+
+
+def too_large_in_view(_exc: TooLargeInView):
+    return error(500, messages.TOO_LARGE_IN_VIEW)
+
+
+def model_call(data: bytes, filename: str, started: float) -> ModelCall:
+    current = state()
+    options = current.options
+    files = CallFiles(current.work_dir(), filename, datetime.now(), unique=not options.collide)
+    return ModelCall(
+        data=data,
+        filename=filename,
+        files=files,
+        started=started,
+        latency=options.latency,
+        collision_delay=options.collision_delay,
+        sleep=current.wait,
+    )
+
+
 @routes.post("/upload")
 def upload():
     started = time.perf_counter()
-    upload_file = request.files.get("image")
+    upload_file = next(iter(uploaded_files("image")), None)
     if upload_file is None:
         return error(400, messages.NO_IMAGE_FIELD)
     problem = name_problem(upload_file)
@@ -227,16 +268,11 @@ def upload():
     kind, early = begin_model_call()
     if early is not None:
         return early
-    current = state()
+    call = model_call(upload_file.read(), stored_name(upload_file.filename), started)
     try:
-        answer = run_model(
-            upload_file.read(),
-            stored_name(upload_file.filename),
-            started,
-            current.options.latency,
-            current.wait,
-        )
-    except UnreadableImage:
+        answer = run_model(call)
+    except (UnreadableImage, OSError):
+        # OSError: a same-named call of the same second removed the file.
         return error(500, messages.UNREADABLE_IMAGE)
     return finish(answer, kind)
 
@@ -244,7 +280,7 @@ def upload():
 @routes.post("/upload/batch")
 def upload_batch():
     started = time.perf_counter()
-    uploads = request.files.getlist("images")
+    uploads = uploaded_files("images")
     if not uploads or not any(item.filename for item in uploads):
         return error(400, messages.NO_IMAGES_FIELD)
     kind, early = begin_model_call()
@@ -265,16 +301,9 @@ def batch_item(index: int, upload_file: FileStorage, output_dir: str) -> dict:
     problem = name_problem(upload_file)
     if problem:
         return failed_item(index, filename, problem)
-    current = state()
     try:
-        answer = run_model(
-            upload_file.read(),
-            filename,
-            time.perf_counter(),
-            current.options.latency,
-            current.wait,
-        )
-    except UnreadableImage:
+        answer = run_model(model_call(upload_file.read(), filename, time.perf_counter()))
+    except (UnreadableImage, OSError):
         return failed_item(index, filename, messages.UNREADABLE_IMAGE)
     item = {"filename": filename, "success": True, "file_index": index}
     item.update({name: answer[name] for name in BATCH_ITEM_FIELDS})

@@ -10,6 +10,8 @@ INJECTED_MODEL_ERROR = "模型推論失敗（模擬器注入的錯誤）"
 INJECTED_SUCCESS_FALSE = "推論未成功完成（模擬器注入的錯誤）"
 UNKNOWN_MODEL = "不支援的模型，可用模型：segformer、oneformer"
 BAD_CONFIG = "模擬器設定無效："
+# The real service's upload views wrap Werkzeug's 413 in their catch-all 500.
+TOO_LARGE_IN_VIEW = "處理失敗：413 Request Entity Too Large（請求內容超過 50 MB 上限）"
 MODEL_SWITCHED = "已切換至 {model} 模型"
 
 HTTP_ERRORS = {

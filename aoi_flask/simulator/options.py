@@ -20,6 +20,14 @@ class SimulatorOptions:
     timeout_seconds: how long a "timeout" failure hangs before answering.
     model_loaded: False makes uploads and /api/model/current answer 503.
     seed: seed of the failure RNG (None = unpredictable).
+    collide: like the real service, file each input and its results by
+        second + uploaded filename and read them back from there, so two
+        same-named calls in the same second can get each other's answer.
+        False adds a unique token to those file names (no collisions).
+    collision_delay: seconds slept between saving the input and reading it
+        back; widens the race window so tests can make a collision certain.
+    work_dir: folder holding uploads/ and results/ (None = a temp folder,
+        removed when the app goes away); read when the folder is first used.
     """
 
     latency: float = 0.0
@@ -28,6 +36,9 @@ class SimulatorOptions:
     timeout_seconds: float = 30.0
     model_loaded: bool = True
     seed: int | None = None
+    collide: bool = True
+    collision_delay: float = 0.0
+    work_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -43,6 +54,7 @@ class SimulatorOptions:
         """Raise ValueError/TypeError naming the first bad field."""
         check_seconds("latency", self.latency)
         check_seconds("timeout_seconds", self.timeout_seconds)
+        check_seconds("collision_delay", self.collision_delay)
         if not is_number(self.failure_rate) or not 0.0 <= self.failure_rate <= 1.0:
             raise ValueError("failure_rate must be a number between 0 and 1")
         if not isinstance(self.failure_kinds, (list, tuple)):
@@ -52,6 +64,10 @@ class SimulatorOptions:
             raise ValueError(f"unknown failure kinds {unknown}; allowed: {list(FAILURE_KINDS)}")
         if not isinstance(self.model_loaded, bool):
             raise TypeError("model_loaded must be true or false")
+        if not isinstance(self.collide, bool):
+            raise TypeError("collide must be true or false")
+        if self.work_dir is not None and not (isinstance(self.work_dir, str) and self.work_dir):
+            raise TypeError("work_dir must be a folder path or null")
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):

@@ -91,14 +91,15 @@ def to_base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def render_answer_images(display_rgb: np.ndarray, analysis: Analysis) -> dict[str, str]:
-    """The three base64 PNG fields of an upload answer."""
+def render_answer_pngs(display_rgb: np.ndarray, analysis: Analysis) -> dict[str, bytes]:
+    """The overlay, combined and mask images as PNG files."""
     overlay = render_overlay(display_rgb, analysis)
     combined = _ENCODER_POOL.submit(lambda: encode_png(render_combined(display_rgb, overlay)))
     overlay_png = encode_png(overlay)
     mask_png = encode_png(render_mask(analysis))
-    return {
-        "overlay_image": to_base64(overlay_png),
-        "combined_image": to_base64(combined.result()),
-        "mask_image": to_base64(mask_png),
-    }
+    return {"overlay": overlay_png, "combined": combined.result(), "mask": mask_png}
+
+
+def answer_images(pngs: dict[str, bytes]) -> dict[str, str]:
+    """The three base64 PNG fields of an upload answer."""
+    return {f"{kind}_image": to_base64(pngs[kind]) for kind in ("overlay", "combined", "mask")}

@@ -33,7 +33,7 @@ class SimulatorState:
         self.current_model = DEFAULT_MODEL
         self.failures = FailurePicker()
         self.stopping = threading.Event()
-        self._results_dir: Path | None = None
+        self._work_dir: Path | None = None
         self._results_lock = threading.Lock()
 
     @property
@@ -45,16 +45,27 @@ class SimulatorState:
         self.stopping.wait(seconds)
 
     def existing_results_dir(self) -> Path | None:
-        return self._results_dir
+        root = self._work_dir
+        return None if root is None else root / "results"
+
+    def work_dir(self) -> Path:
+        """The folder holding uploads/ and results/, made on first use."""
+        with self._results_lock:
+            if self._work_dir is None:
+                if self.options.work_dir:
+                    path = Path(self.options.work_dir)
+                    path.mkdir(parents=True, exist_ok=True)
+                else:
+                    path = Path(tempfile.mkdtemp(prefix="aoi-simulator-"))
+                    # Removed when the app is collected or the process exits.
+                    weakref.finalize(self, shutil.rmtree, path, True)
+                (path / "results").mkdir(exist_ok=True)
+                (path / "uploads").mkdir(exist_ok=True)
+                self._work_dir = path
+            return self._work_dir
 
     def results_dir(self) -> Path:
-        with self._results_lock:
-            if self._results_dir is None:
-                path = Path(tempfile.mkdtemp(prefix="aoi-simulator-results-"))
-                # Removed when the app is collected or the process exits.
-                weakref.finalize(self, shutil.rmtree, path, True)
-                self._results_dir = path
-            return self._results_dir
+        return self.work_dir() / "results"
 
     def new_batch_folder(self, batch_id: str) -> str:
         """Create a folder for one batch; returns it relative to the results folder."""

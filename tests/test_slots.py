@@ -1,0 +1,61 @@
+"""Cluster semaphore on real Redis (db 15, own key prefix)."""
+
+import threading
+import time
+
+import pytest
+
+redis = pytest.importorskip("redis")
+
+from aoi_flask.services.slots import ClusterSemaphore  # noqa: E402
+
+URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def sem():
+    try:
+        redis.Redis.from_url(URL).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    s = ClusterSemaphore(URL, 2, lease_seconds=1.0, prefix="aoi-test-h14:")
+    s.redis.delete(s.key)
+    yield s
+    s.redis.delete(s.key)
+
+
+def test_cap_holds_and_release_frees(sem):
+    a, b = sem.try_acquire(), sem.try_acquire()
+    assert a and b and sem.try_acquire() is None
+    assert sem.in_use() == 2
+    sem.release(a)
+    assert sem.try_acquire() is not None
+
+
+def test_dead_holder_lease_expires(sem):
+    assert sem.try_acquire() and sem.try_acquire()
+    assert sem.acquire(timeout=0.2) is None  # full; holders "died" without releasing
+    assert sem.acquire(timeout=3.0) is not None  # their 1 s leases expired
+
+
+def test_two_semaphores_share_one_cap_under_threads(sem):
+    other = ClusterSemaphore(URL, 2, lease_seconds=5.0, prefix="aoi-test-h14:")
+    peak, active, lock = [0], [0], threading.Lock()
+
+    def work(s):
+        token = s.acquire(timeout=10)
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        s.release(token)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in [sem, other] * 6]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2
+    assert sem.in_use() == 0
