@@ -13,6 +13,7 @@ from .errors import register_errorhandlers
 from .extensions import db, end_session, migrate
 from .logs import configure_logging
 from .security import register_security
+from .services import derived
 from .services.batches import BatchRunner
 from .services.results import Limits, ModelGate, ResultsService
 from .services.segformer import SegformerClient
@@ -56,6 +57,7 @@ def configure_app(app):
 def register_extensions(app):
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True)
+    derived.install()  # derived columns and rollups follow every ORM write (issue #12)
     # Runs before Flask-SQLAlchemy's own session teardown (teardowns run in reverse).
     app.teardown_appcontext(end_session)
 

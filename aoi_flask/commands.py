@@ -6,8 +6,8 @@ import click
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
 
-from .extensions import services
-from .services import maintenance
+from .extensions import db, services
+from .services import derived, maintenance
 from .services.storage import MB
 
 
@@ -99,4 +99,28 @@ def cleanup(days, dry_run):
     click.echo(
         f"{verb} {result.images} image(s) older than {result.to_dict()['cutoff']}: "
         f"{result.files} file(s), {result.bytes / MB:.1f} MB"
+    )
+
+
+@aoi.command("reindex")
+@click.option(
+    "--chunk",
+    type=click.IntRange(min=100),
+    default=derived.IMAGE_CHUNK,
+    show_default=True,
+    help="Images whose regions are re-derived per transaction.",
+)
+@with_appcontext
+def reindex(chunk):
+    """Rebuild everything the agent derives from images, classes and regions.
+
+    Run it after rows were loaded, restored or deleted by other tools than the agent:
+    it fills the region search columns (regions.class_id, image_timestamp, batch_id),
+    images.total_defects where it is empty, and the /stats rollups. Idempotent, in
+    short transactions: safe to run while the agent serves.
+    """
+    result = derived.rebuild(db.engine, progress=click.echo, image_chunk=chunk)
+    click.echo(
+        f"reindexed {result['images']} images and {result['days']} days of rollups "
+        f"in {result['seconds']} s ({result['images_per_second'] or 0:,} images/s)"
     )

@@ -62,21 +62,24 @@ def list_images():
     """
     options = load_or_400(ImageListSchema(), request.args)
     page, limit = options["page"], options["limit"]
-    total, rows = queries.list_images(
+    total, rows, next_cursor = queries.list_images(
         options["window"],
         class_name=options["class_name"],
         batch_id=options["batch_id"],
         sort=options["sort"],
         page=page,
         limit=limit,
+        cursor=options["cursor"],
     )
     return jsonify(
         {
             "success": True,
             "total": total,
+            "total_is_lower_bound": False,
             "page": page,
             "limit": limit,
             "pages": pages(total, limit),
+            "next_cursor": next_cursor,
             "images": HistoryImageSchema(many=True).dump(rows),
         }
     )
@@ -297,14 +300,18 @@ def query_defects():
             mimetype="text/csv",
             headers={"Content-Disposition": "attachment; filename=defects.csv"},
         )
-    total, rows = queries.search_regions(window, filters, sort=sort, page=page, limit=limit)
+    total, bounded, rows, next_cursor = queries.search_regions(
+        window, filters, sort=sort, page=page, limit=limit, cursor=options["cursor"]
+    )
     return jsonify(
         {
             "success": True,
             "total": total,
+            "total_is_lower_bound": bounded,
             "page": page,
             "limit": limit,
             "pages": pages(total, limit),
+            "next_cursor": next_cursor,
             "regions": [dump_region_row(row) for row in rows],
         }
     )

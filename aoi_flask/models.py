@@ -119,6 +119,27 @@ class DefectClass(db.Model):
     )
 
 
+_MEASURES = ("area_pixels", "circularity", "aspect_ratio")
+REGION_SEARCH_INDEXES = {
+    "ix_regions_class_time": ("image_timestamp", "region_unique_id", *_MEASURES),
+    "ix_regions_class_area": ("area_pixels", "region_unique_id", *_MEASURES[1:], "image_timestamp"),
+    "ix_regions_class_circularity": (
+        "circularity",
+        "region_unique_id",
+        "area_pixels",
+        "aspect_ratio",
+        "image_timestamp",
+    ),
+    "ix_regions_class_aspect": (
+        "aspect_ratio",
+        "region_unique_id",
+        "area_pixels",
+        "circularity",
+        "image_timestamp",
+    ),
+}
+
+
 class Region(db.Model):
     __tablename__ = "regions"
 
@@ -148,6 +169,14 @@ class Region(db.Model):
     aspect_ratio = db.Column(Double, nullable=False)
     created_at = db.Column(db.DateTime, server_default=db.func.current_timestamp())
 
+    # Derived (issue #12): copies of the class id and the image's timestamp and batch, so
+    # region search filters and sorts inside one index instead of joining three tables.
+    # Kept by services/derived.py on every ORM write; `flask aoi reindex` rebuilds them
+    # for rows written by other tools. NULL until then.
+    class_id = db.Column(db.SmallInteger)
+    image_timestamp = db.Column(db.DateTime)
+    batch_id = db.Column(db.String(64))
+
     defect_class = db.relationship("DefectClass", back_populates="regions")
 
     __table_args__ = (
@@ -156,22 +185,45 @@ class Region(db.Model):
         db.Index("idx_region_id", "region_id"),
         # Region search: the measurement ranges checked inside the index, reached from
         # images (date window, batch, newest first) or from classes (class filter).
-        db.Index(
-            "ix_regions_img_measures",
-            "img_unique_id",
-            "area_pixels",
-            "circularity",
-            "aspect_ratio",
-            "class_unique_id",
+        # Region search, one index per sort key: class, sort key and id give the page
+        # order; the other filter columns follow, so every filter is checked inside the
+        # index and a page or a bounded count reads no table rows (services/queries.py).
+        *(
+            db.Index(name, "class_id", *columns)
+            for name, columns in REGION_SEARCH_INDEXES.items()
         ),
-        db.Index(
-            "ix_regions_class_measures",
-            "class_unique_id",
-            "area_pixels",
-            "circularity",
-            "aspect_ratio",
-        ),
+        db.Index("ix_regions_batch", "batch_id", "class_id", "image_timestamp"),
     )
+
+
+class StatsDay(db.Model):
+    """Rollup of `images` per UTC day, kept in the same transaction as the image rows
+    (services/derived.py); /stats and history totals read it for whole days."""
+
+    __tablename__ = "stats_days"
+
+    day = db.Column(db.Date, primary_key=True)
+    images = db.Column(db.Integer, nullable=False)
+    defects = db.Column(db.BigInteger, nullable=False)  # sum of images.total_defects
+    processing_sum = db.Column(Double, nullable=False)
+    processing_min = db.Column(Double)
+    processing_max = db.Column(Double)
+    stored_bytes = db.Column(db.BigInteger, nullable=False)
+    first_at = db.Column(db.DateTime)
+    last_at = db.Column(db.DateTime)
+
+
+class StatsDayClass(db.Model):
+    """Rollup of `classes` per UTC day (of the image) and class."""
+
+    __tablename__ = "stats_day_classes"
+
+    day = db.Column(db.Date, primary_key=True)
+    class_id = db.Column(db.Integer, primary_key=True, autoincrement=False)
+    class_name = db.Column(db.String(100), primary_key=True)
+    images = db.Column(db.Integer, nullable=False)  # class rows with total_regions > 0
+    regions = db.Column(db.BigInteger, nullable=False)
+    area_pixels = db.Column(db.BigInteger, nullable=False)
 
 
 class Batch(db.Model):

@@ -277,7 +277,12 @@ def one_of(choices):
     return validate.OneOf(choices, error="must be one of {choices}")
 
 
-class ImageListSchema(WindowSchema, PageSchema):
+class CursorSchema(PageSchema):
+    # Opaque keyset position (`next_cursor` of the previous page); wins over `page`.
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=2000))
+
+
+class ImageListSchema(WindowSchema, CursorSchema):
     class_name = fields.String(load_default=None, validate=one_of(CLASS_CHOICES))
     batch_id = fields.String(load_default=None, validate=validate.Length(max=64))
     sort = fields.String(load_default="newest", validate=one_of(tuple(IMAGE_SORTS)))
@@ -291,7 +296,7 @@ def non_negative(name):
     )
 
 
-class DefectQuerySchema(WindowSchema, PageSchema):
+class DefectQuerySchema(WindowSchema, CursorSchema):
     class_name = fields.String(load_default=None, validate=one_of(CLASS_CHOICES))
     batch_id = fields.String(load_default=None, validate=validate.Length(max=64))
     img_unique_id = fields.String(load_default=None, validate=validate.Length(max=255))

@@ -1,0 +1,372 @@
+"""Data the agent derives from the three specified tables (issue #12), and its upkeep.
+
+- regions.class_id / image_timestamp / batch_id: copies of the region's class id and its
+  image's timestamp and batch, so region search reads one index (models.py);
+- images.total_defects where it is NULL (rows loaded by other tools): the sum of the
+  image's classes.total_regions;
+- stats_days / stats_day_classes: per-day rollups of images and classes for /stats and
+  history totals.
+
+Every ORM write of an image keeps them in the same transaction (`install`: session
+hooks, so uploads, deletes, retention purges and edits all pass through them).
+Rows written straight into the tables by other tools are picked up by `rebuild`
+(`flask aoi reindex`, also the back-fill of migration 0005): idempotent, in short
+transactions, safe while the agent serves.
+"""
+
+import time
+from contextlib import nullcontext
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, delete, event, func, inspect, select, text, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from ..models import DefectClass, Image, Region, StatsDay, StatsDayClass
+
+DAY_CHUNK = 31  # days of rollups rebuilt per transaction
+IMAGE_CHUNK = 5000  # images whose regions are re-derived per transaction
+DEADLOCK_RETRIES = 5
+
+
+def day_start(day):
+    return datetime(day.year, day.month, day.day)
+
+
+def day_of(moment):
+    return moment.date()
+
+
+# ---- upkeep on every ORM write ----------------------------------------------------------
+
+
+def install():
+    """Register the session hooks (once per process)."""
+    if not event.contains(Session, "before_flush", _before_flush):
+        event.listen(Session, "before_flush", _before_flush)
+        event.listen(Session, "after_flush", _after_flush)
+
+
+def _before_flush(session, flush_context, instances):
+    new = [obj for obj in session.new if isinstance(obj, Image)]
+    gone_days, moved = set(), []
+    for image in session.deleted:
+        if isinstance(image, Image) and image.timestamp is not None:
+            gone_days.add(day_of(image.timestamp))
+    for image in session.dirty:
+        if not isinstance(image, Image) or not session.is_modified(image):
+            continue
+        state = inspect(image)
+        history = state.attrs.timestamp.history
+        for moment in (*history.deleted, *history.added, image.timestamp):
+            if moment is not None:
+                gone_days.add(day_of(moment))
+        if history.has_changes() or state.attrs.batch_id.history.has_changes():
+            moved.append(image)
+    if not (new or gone_days or moved):
+        return
+    for image in new:
+        derive_new_regions(image)
+    conn = session.connection()
+    # Rollup rows first, image rows after: the order `rebuild` takes its locks in too.
+    if gone_days:
+        lock_days(conn, gone_days)
+    if new:
+        add_to_rollups(conn, new)
+    pending = session.info.setdefault("aoi_derived", {"days": set(), "moved": []})
+    pending["days"] |= gone_days
+    pending["moved"] += [(i.img_unique_id, i.timestamp, i.batch_id) for i in moved]
+
+
+def _after_flush(session, flush_context):
+    pending = session.info.pop("aoi_derived", None)
+    if not pending:
+        return
+    conn = session.connection()
+    for img_id, moment, batch_id in pending["moved"]:
+        conn.execute(
+            update(Region)
+            .where(Region.img_unique_id == img_id)
+            .values(image_timestamp=moment, batch_id=batch_id)
+        )
+    for day in sorted(pending["days"]):
+        rebuild_rollup_days(conn, day, day + timedelta(days=1))
+
+
+def derive_new_regions(image):
+    for defect_class in image.classes:
+        for region in defect_class.regions:
+            region.class_id = defect_class.class_id
+            region.image_timestamp = image.timestamp
+            region.batch_id = image.batch_id
+
+
+def lock_days(conn, days):
+    conn.execute(select(StatsDay.day).where(StatsDay.day.in_(sorted(days))).with_for_update()).all()
+
+
+def add_to_rollups(conn, images):
+    """Incremental upkeep for new images: counters add up; min/max/first/last widen."""
+    days, classes = {}, {}
+    for image in images:
+        entry = days.setdefault(
+            day_of(image.timestamp),
+            {
+                "images": 0,
+                "defects": 0,
+                "processing_sum": 0.0,
+                "processing_min": None,
+                "processing_max": None,
+                "stored_bytes": 0,
+                "first_at": None,
+                "last_at": None,
+            },
+        )
+        seconds = image.processing_time_seconds
+        entry["images"] += 1
+        entry["defects"] += image.total_defects or 0
+        entry["processing_sum"] += seconds
+        entry["processing_min"] = min_of(entry["processing_min"], seconds)
+        entry["processing_max"] = max_of(entry["processing_max"], seconds)
+        entry["stored_bytes"] += image.stored_bytes or 0
+        entry["first_at"] = min_of(entry["first_at"], image.timestamp)
+        entry["last_at"] = max_of(entry["last_at"], image.timestamp)
+        for defect_class in image.classes:
+            key = (day_of(image.timestamp), defect_class.class_id, defect_class.class_name)
+            counts = classes.setdefault(key, {"images": 0, "regions": 0, "area_pixels": 0})
+            counts["images"] += 1 if defect_class.total_regions > 0 else 0
+            counts["regions"] += defect_class.total_regions
+            counts["area_pixels"] += defect_class.total_area_pixels
+    dialect = conn.dialect.name
+    for day, entry in sorted(days.items()):
+        conn.execute(upsert_day(dialect, {"day": day, **entry}))
+    for (day, class_id, name), counts in sorted(classes.items()):
+        row = {"day": day, "class_id": class_id, "class_name": name, **counts}
+        conn.execute(upsert_class(dialect, row))
+
+
+def min_of(a, b):
+    return b if a is None else min(a, b)
+
+
+def max_of(a, b):
+    return b if a is None else max(a, b)
+
+
+def dialect_insert(dialect):
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def upsert(dialect, table, row, keys, merge):
+    statement = dialect_insert(dialect)(table).values(**row)
+    new = statement.inserted if dialect in ("mysql", "mariadb") else statement.excluded
+    values = {name: merge(name, table.c[name], new[name]) for name in row if name not in keys}
+    if dialect in ("mysql", "mariadb"):
+        return statement.on_duplicate_key_update(**values)
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=values)
+
+
+def upsert_day(dialect, row):
+    least = func.least if dialect in ("mysql", "mariadb") else func.min
+    greatest = func.greatest if dialect in ("mysql", "mariadb") else func.max
+
+    def merge(name, old, new):
+        if name in ("processing_min", "first_at"):
+            return func.coalesce(least(old, new), new)
+        if name in ("processing_max", "last_at"):
+            return func.coalesce(greatest(old, new), new)
+        return old + new
+
+    return upsert(dialect, StatsDay.__table__, row, ("day",), merge)
+
+
+def upsert_class(dialect, row):
+    return upsert(
+        dialect,
+        StatsDayClass.__table__,
+        row,
+        ("day", "class_id", "class_name"),
+        lambda name, old, new: old + new,
+    )
+
+
+# ---- rebuilding from the three tables ------------------------------------------------
+
+
+def rebuild_rollup_days(conn, first, stop):
+    """Recompute the rollups of the days first <= day < stop from images and classes."""
+    start, end = day_start(first), day_start(stop)
+    conn.execute(delete(StatsDay).where(StatsDay.day >= first, StatsDay.day < stop))
+    conn.execute(delete(StatsDayClass).where(StatsDayClass.day >= first, StatsDayClass.day < stop))
+    in_days = (Image.timestamp >= start, Image.timestamp < end)
+    day = func.date(Image.timestamp)
+    conn.execute(
+        StatsDay.__table__.insert().from_select(
+            [
+                "day",
+                "images",
+                "defects",
+                "processing_sum",
+                "processing_min",
+                "processing_max",
+                "stored_bytes",
+                "first_at",
+                "last_at",
+            ],
+            select(
+                day,
+                func.count(),
+                func.coalesce(func.sum(Image.total_defects), 0),
+                func.coalesce(func.sum(Image.processing_time_seconds), 0),
+                func.min(Image.processing_time_seconds),
+                func.max(Image.processing_time_seconds),
+                func.coalesce(func.sum(Image.stored_bytes), 0),
+                func.min(Image.timestamp),
+                func.max(Image.timestamp),
+            )
+            .where(*in_days)
+            .group_by(day),
+        )
+    )
+    conn.execute(
+        StatsDayClass.__table__.insert().from_select(
+            ["day", "class_id", "class_name", "images", "regions", "area_pixels"],
+            select(
+                day,
+                DefectClass.class_id,
+                DefectClass.class_name,
+                func.sum(case((DefectClass.total_regions > 0, 1), else_=0)),
+                func.sum(DefectClass.total_regions),
+                func.sum(DefectClass.total_area_pixels),
+            )
+            .select_from(Image)
+            .join(DefectClass, DefectClass.img_unique_id == Image.img_unique_id)
+            .where(*in_days)
+            .group_by(day, DefectClass.class_id, DefectClass.class_name),
+        )
+    )
+
+
+def derive_regions(conn, low, high):
+    """Fill the derived columns of the regions (and NULL images.total_defects) of the
+    images low <= img_unique_id <= high; rows already right are left untouched."""
+    in_range = Image.img_unique_id.between(low, high)
+    conn.execute(
+        update(Image)
+        .where(in_range, Image.total_defects.is_(None))
+        .values(
+            total_defects=select(func.coalesce(func.sum(DefectClass.total_regions), 0))
+            .where(DefectClass.img_unique_id == Image.img_unique_id)
+            .scalar_subquery()
+        )
+    )
+    if conn.dialect.name in ("mysql", "mariadb"):
+        # A multi-table UPDATE: one join per row instead of three correlated subqueries.
+        conn.execute(
+            text(
+                "UPDATE regions r"
+                " JOIN classes c ON c.class_unique_id = r.class_unique_id"
+                " JOIN images i ON i.img_unique_id = r.img_unique_id"
+                " SET r.class_id = c.class_id, r.image_timestamp = i.timestamp,"
+                " r.batch_id = i.batch_id"
+                " WHERE r.img_unique_id BETWEEN :low AND :high AND NOT ("
+                " r.class_id <=> c.class_id AND r.image_timestamp <=> i.timestamp"
+                " AND r.batch_id <=> i.batch_id)"
+            ),
+            {"low": low, "high": high},
+        )
+        return
+    class_id = (
+        select(DefectClass.class_id)
+        .where(DefectClass.class_unique_id == Region.class_unique_id)
+        .scalar_subquery()
+    )
+    image = select(Image.timestamp, Image.batch_id).where(
+        Image.img_unique_id == Region.img_unique_id
+    )
+    moment = image.with_only_columns(Image.timestamp).scalar_subquery()
+    batch = image.with_only_columns(Image.batch_id).scalar_subquery()
+    conn.execute(
+        update(Region)
+        .where(
+            Region.img_unique_id.between(low, high),
+            (Region.class_id.is_distinct_from(class_id))
+            | (Region.image_timestamp.is_distinct_from(moment))
+            | (Region.batch_id.is_distinct_from(batch)),
+        )
+        .values(class_id=class_id, image_timestamp=moment, batch_id=batch)
+    )
+
+
+def retrying(engine, work):
+    """Run `work(conn)` in its own transaction; a deadlock with a concurrent writer
+    (InnoDB picks one side to roll back) is retried. Given a Connection (a migration's),
+    the work runs on it, in its transaction."""
+    if isinstance(engine, Connection):
+        return work(engine)
+    for attempt in range(DEADLOCK_RETRIES):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except OperationalError as exc:
+            code = getattr(exc.orig, "args", [None])[0]
+            if code not in (1213, 1205) or attempt == DEADLOCK_RETRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def reading(engine):
+    return nullcontext(engine) if isinstance(engine, Connection) else engine.connect()
+
+
+def rebuild(engine, progress=None, image_chunk=IMAGE_CHUNK):
+    """Re-derive everything from images, classes and regions. Returns counts and timing."""
+    report = progress or (lambda message: None)
+    started = time.perf_counter()
+    with reading(engine) as conn:
+        total = conn.execute(select(func.count()).select_from(Image)).scalar()
+    report(f"reindex: {total} images")
+    done, after = 0, None
+    while True:
+        with reading(engine) as conn:
+            query = select(Image.img_unique_id).order_by(Image.img_unique_id).limit(image_chunk)
+            if after is not None:
+                query = query.where(Image.img_unique_id > after)
+            ids = conn.execute(query).scalars().all()
+        if not ids:
+            break
+        retrying(engine, lambda conn, low=ids[0], high=ids[-1]: derive_regions(conn, low, high))
+        done, after = done + len(ids), ids[-1]
+        elapsed = time.perf_counter() - started
+        report(
+            f"  regions of {done}/{total} images, {elapsed:.1f} s, {done / elapsed:,.0f} images/s"
+        )
+    regions_seconds = time.perf_counter() - started
+    with reading(engine) as conn:
+        first, last = conn.execute(
+            select(func.min(Image.timestamp), func.max(Image.timestamp))
+        ).one()
+        stale = conn.execute(select(func.min(StatsDay.day), func.max(StatsDay.day))).one()
+    days = [d for d in (first and day_of(first), last and day_of(last), *stale) if d]
+    rollup_days = 0
+    if days:
+        day, stop = min(days), max(days) + timedelta(days=1)
+        while day < stop:
+            chunk_end = min(day + timedelta(days=DAY_CHUNK), stop)
+            retrying(engine, lambda conn, a=day, b=chunk_end: rebuild_rollup_days(conn, a, b))
+            rollup_days += (chunk_end - day).days
+            day = chunk_end
+            report(f"  rollups up to {day - timedelta(days=1)} ({rollup_days} days)")
+    elapsed = time.perf_counter() - started
+    return {
+        "images": total,
+        "days": rollup_days,
+        "seconds": round(elapsed, 2),
+        "regions_seconds": round(regions_seconds, 2),
+        "images_per_second": round(total / elapsed) if elapsed and total else None,
+    }
