@@ -1,21 +1,33 @@
-"""The history, region-search and statistics queries use indexes (EXPLAIN on MariaDB),
-and their faster shapes (services/queries.py) answer exactly what the plain shapes do.
+"""History, region search and statistics answer exactly what a brute-force filter over
+the same rows answers, for every filter combination, on rows inserted with plain SQL
+and then `flask aoi reindex` (and on rows the ORM keeps up to date); and their
+statements use indexes (EXPLAIN on MariaDB).
 
 The EXPLAIN tests run on MariaDB/MySQL only; the equivalence tests on every backend.
 """
 
+import itertools
 import json
 import random
 from datetime import datetime, timedelta
 
 import pytest
 from conftest import ON_MYSQL
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, select, text
 
 from aoi_flask.extensions import db
-from aoi_flask.models import CLASS_NAMES, Batch, DefectClass, Image, Region
-from aoi_flask.services import queries
-from aoi_flask.services.queries import IMAGE_SORTS, REGION_SORTS, Window
+from aoi_flask.models import (
+    CLASS_IDS,
+    CLASS_NAMES,
+    Batch,
+    DefectClass,
+    Image,
+    Region,
+    StatsDay,
+    StatsDayClass,
+)
+from aoi_flask.services import derived, queries
+from aoi_flask.services.queries import REGION_SORTS, Window
 
 # The EXPLAIN tests need tables big enough that MariaDB's cost model prefers the
 # indexes it prefers on real data (below ~2,000 images it scans a small table
@@ -72,9 +84,28 @@ def seed(count=IMAGES, seed_value=5):
         ):
             if rows:
                 conn.execute(table.__table__.insert(), rows)
-        if ON_MYSQL:
+    derived.rebuild(db.engine)  # what `flask aoi reindex` runs
+    if ON_MYSQL:
+        with db.engine.begin() as conn:
             conn.execute(text("ANALYZE TABLE images, classes, regions, batches")).fetchall()
-    return images
+    return Rows(images, classes, regions, batches)
+
+
+class Rows:
+    """The seeded rows, joined in Python for the brute-force answers."""
+
+    def __init__(self, images, classes, regions, batches):
+        self.images = {row["img_unique_id"]: row for row in images}
+        self.classes = {row["class_unique_id"]: row for row in classes}
+        self.regions = regions
+        self.batches = batches
+        for region in regions:
+            image = self.images[region["img_unique_id"]]
+            defect_class = self.classes[region["class_unique_id"]]
+            region["class_name"] = defect_class["class_name"]
+            region["class_id"] = defect_class["class_id"]
+            region["timestamp"] = image["timestamp"]
+            region["batch_id"] = image["batch_id"]
 
 
 def image_row(img_id, moment, batch_id, per_class):
@@ -88,7 +119,8 @@ def image_row(img_id, moment, batch_id, per_class):
         "input_image_path": f"uploads/{day}/{img_id}_w.jpeg",
         "original_filename": "w.jpeg",
         "batch_id": batch_id,
-        "total_defects": sum(per_class),
+        # Tools that know only the specified columns leave it empty: reindex derives it.
+        "total_defects": None if img_id.endswith("7") else sum(per_class),
         "stored_bytes": 1000,
     }
 
@@ -188,136 +220,349 @@ def assert_indexed(run, expected_keys=None):
     return accesses
 
 
-@mysql_only
-def test_history_list_uses_indexes(seeded_large):
-    window = Window(start=START + timedelta(days=20), end=START + timedelta(days=27))
-    accesses = assert_indexed(
-        lambda: queries.list_images(
-            window, class_name=None, batch_id=None, sort="newest", page=1, limit=20
-        ),
-        {"images": {"idx_timestamp", "ix_images_time_totals"}},
-    )
-    assert ("images", "range") in {(table, access) for table, access, _ in accesses}
-    for window in (Window(), Window(start=START + timedelta(days=10))):
-        accesses = assert_indexed(
-            lambda window=window: queries.list_images(
-                window, class_name="Copper_Nodule", batch_id=None, sort="newest", page=1, limit=20
+# ---- brute force ------------------------------------------------------------------------
+
+
+def in_window(moment, window):
+    return all(
+        condition
+        for condition in (
+            window.start is None or moment >= window.start,
+            window.end is None
+            or (
+                moment < window.end + timedelta(days=1)
+                if window.end_is_date
+                else moment <= window.end
             ),
-            {"classes": {"ix_classes_name_regions", "ix_classes_img_totals", "idx_img_id"}},
         )
-        assert "classes" in {table for table, _, _ in accesses}
-
-
-@mysql_only
-def test_region_search_uses_indexes(seeded_large):
-    filters = {"class_name": "PI_Particle", "min_area": 20, "max_area": 200}
-    accesses = assert_indexed(
-        lambda: queries.search_regions(Window(), filters, sort="newest", page=1, limit=20),
-        {"regions": {"ix_regions_class_measures", "ix_regions_img_measures", "idx_img_id"}},
-    )
-    assert {"regions", "classes"} <= {table for table, _, _ in accesses}
-
-
-@mysql_only
-def test_stats_per_class_uses_indexes(seeded_large):
-    assert_indexed(lambda: queries.class_statistics(Window()), {"classes": {"ix_classes_stats"}})
-    window = Window(start=START + timedelta(days=30))
-    assert_indexed(
-        lambda: queries.statistics(window),
-        {
-            "images": {"idx_timestamp", "ix_images_time_totals"},
-            "classes": {"ix_classes_img_totals"},
-        },
     )
 
 
-# ---- the fast shapes answer what the plain shapes answer ---------------------------------
+REGION_RANGES = {
+    "area": "area_pixels",
+    "circularity": "circularity",
+    "aspect_ratio": "aspect_ratio",
+}
 
 
-def plain_images(window, class_name, batch_id, sort, page, limit):
-    conditions = queries.image_conditions(window, class_name, batch_id)
-    total = db.session.scalar(select(func.count()).select_from(Image).where(*conditions))
-    ids = db.session.scalars(
-        select(Image.img_unique_id)
-        .where(*conditions)
-        .order_by(*IMAGE_SORTS[sort])
-        .offset((page - 1) * limit)
-        .limit(limit)
-    ).all()
-    return total, ids
+def brute_regions(rows, window, filters, sort):
+    """Every matching region id, in `sort` order (ties by id in the same direction)."""
+    found = []
+    for region in rows.regions:
+        if not in_window(region["timestamp"], window):
+            continue
+        if any(
+            filters.get(name) is not None and region[name] != filters[name]
+            for name in ("class_name", "batch_id", "img_unique_id")
+        ):
+            continue
+        if any(
+            (filters.get(f"min_{name}") is not None and region[column] < filters[f"min_{name}"])
+            or (filters.get(f"max_{name}") is not None and region[column] > filters[f"max_{name}"])
+            for name, column in REGION_RANGES.items()
+        ):
+            continue
+        found.append(region)
+    column, descending, _ = REGION_SORTS[sort]
+    key = "timestamp" if column.key == "image_timestamp" else column.key
+    found.sort(key=lambda r: (r[key], r["region_unique_id"]), reverse=descending)
+    return [r["region_unique_id"] for r in found]
 
 
-def plain_regions(window, filters, sort, page, limit):
-    query = queries.region_query(window, filters)
-    total = queries.count_regions(query)
-    rows = db.session.execute(
-        query.order_by(*REGION_SORTS[sort]).offset((page - 1) * limit).limit(limit)
-    ).all()
-    return total, [tuple(row[1:]) + (row[0].region_unique_id,) for row in rows]
+def brute_images(rows, window, class_name, batch_id, sort):
+    found = [
+        image
+        for image in rows.images.values()
+        if in_window(image["timestamp"], window)
+        and (batch_id is None or image["batch_id"] == batch_id)
+        and (
+            class_name is None
+            or rows.classes[f"{image['img_unique_id']}_{CLASS_IDS[class_name]}"]["total_regions"]
+            > 0
+        )
+    ]
+    descending = sort in ("newest", "most_defects")
+    if sort in ("newest", "oldest"):
+        found.sort(key=lambda i: (i["timestamp"], i["img_unique_id"]), reverse=descending)
+    else:
+        found.sort(key=lambda i: i["img_unique_id"], reverse=True)
+        found.sort(key=lambda i: i["timestamp"], reverse=True)
+        found.sort(key=lambda i: defects(rows, i), reverse=descending)
+    return [i["img_unique_id"] for i in found]
 
 
-HISTORY_CASES = [
-    (Window(), None, None, "newest", 1, 20),
-    (Window(), "PR_Peeling", None, "newest", 1, 20),
-    (Window(), "Copper_Nodule", None, "oldest", 3, 7),
-    (Window(start=START + timedelta(days=5)), "PI_Particle", None, "most_defects", 2, 15),
-    (Window(end=START + timedelta(days=40), end_is_date=True), None, None, "oldest", 1, 500),
-    (Window(), "Env_Particle", "B-none", "newest", 1, 20),
-    (Window(), "PI_Particle", None, "newest", 999, 20),
+def defects(rows, image):
+    return sum(rows.classes[f"{image['img_unique_id']}_{c}"]["total_regions"] for c in CLASS_NAMES)
+
+
+WINDOWS = [
+    Window(),
+    Window(start=START + timedelta(days=15), end=START + timedelta(days=45), end_is_date=True),
+    # Partial days at both edges: rollups for the whole days, rows for the edges.
+    Window(start=START + timedelta(days=3, hours=7), end=START + timedelta(days=20, hours=13)),
+    Window(start=START + timedelta(days=9, hours=2), end=START + timedelta(days=9, hours=20)),
 ]
 
 
-@pytest.mark.parametrize("window,class_name,batch_id,sort,page,limit", HISTORY_CASES)
-def test_history_shapes_answer_alike(seeded, window, class_name, batch_id, sort, page, limit):
-    total, rows = queries.list_images(
-        window, class_name=class_name, batch_id=batch_id, sort=sort, page=page, limit=limit
-    )
-    assert (total, [r.img_unique_id for r in rows]) == plain_images(
-        window, class_name, batch_id, sort, page, limit
-    )
+def region_combinations(rows):
+    batch_id = next(row["batch_id"] for row in rows.images.values() if row["batch_id"])
+    img_id = next(row["img_unique_id"] for row in rows.images.values() if defects(rows, row) > 5)
+    options = {
+        "class_name": (None, "PI_Particle", "PR_Peeling"),
+        "area": (None, (20, 200)),
+        "circularity": (None, (0.5, 0.8)),
+        "aspect_ratio": (None, (None, 2.5)),
+        "extra": ({}, {"batch_id": batch_id}, {"img_unique_id": img_id}),
+    }
+    for class_name, area, circ, aspect, extra in itertools.product(*options.values()):
+        filters = {"class_name": class_name, **extra}
+        for name, bounds in (("area", area), ("circularity", circ), ("aspect_ratio", aspect)):
+            if bounds:
+                filters[f"min_{name}"], filters[f"max_{name}"] = bounds
+        yield filters
 
 
-def test_history_batch_filter_answers_alike(seeded):
-    batch_id = next(row["batch_id"] for row in seeded if row["batch_id"])
-    for class_name in (None, "PI_Particle"):
-        total, rows = queries.list_images(
-            Window(), class_name=class_name, batch_id=batch_id, sort="newest", page=1, limit=5
+def test_every_region_filter_combination_answers_like_brute_force(seeded, monkeypatch):
+    monkeypatch.setattr(queries, "COUNT_CAP", 250)  # so lower-bound totals occur too
+    sorts = list(REGION_SORTS)
+    checked = 0
+    for n, filters in enumerate(region_combinations(seeded)):
+        for window in WINDOWS[n % 2 :: 2]:
+            sort = sorts[(n + len(window.conditions(Image.timestamp))) % len(sorts)]
+            expected = brute_regions(seeded, window, filters, sort)
+            total, bounded, rows, cursor = queries.search_regions(
+                window, filters, sort=sort, page=2, limit=7
+            )
+            assert bounded == (len(expected) > 250), (filters, window)
+            assert total == min(len(expected), 250)
+            assert [r.Region.region_unique_id for r in rows] == expected[7:14], (filters, sort)
+            # The cursor of page 1 leads to page 2's rows.
+            _, _, first, cursor = queries.search_regions(
+                window, filters, sort=sort, page=1, limit=7
+            )
+            if len(expected) > 7:
+                _, _, second, _ = queries.search_regions(
+                    window, filters, sort=sort, page=1, limit=7, cursor=cursor
+                )
+                assert [r.Region.region_unique_id for r in second] == expected[7:14]
+            else:
+                assert cursor is None
+            checked += 1
+    assert checked == 3 * 2 * 2 * 2 * 3 * 2
+
+
+@pytest.mark.parametrize("sort", list(REGION_SORTS))
+def test_region_cursor_walks_every_row_once_in_order(seeded, sort):
+    filters = {"min_area": 40}
+    expected = brute_regions(seeded, Window(), filters, sort)
+    seen, cursor = [], None
+    while True:
+        _, _, rows, cursor = queries.search_regions(
+            Window(), filters, sort=sort, page=1, limit=200, cursor=cursor
         )
-        assert total > 0 or class_name
-        expected = plain_images(Window(), class_name, batch_id, "newest", 1, 5)
-        assert (total, [r.img_unique_id for r in rows]) == expected
+        seen += [r.Region.region_unique_id for r in rows]
+        if cursor is None:
+            break
+    assert seen == expected
 
 
-REGION_CASES = [
-    ({}, "newest", 1, 20),
-    ({}, "oldest", 4, 25),
-    ({"class_name": "PI_Particle", "min_area": 20, "max_area": 200}, "newest", 1, 20),
-    ({"class_name": "PI_Particle", "min_area": 20, "max_area": 200}, "oldest", 2, 50),
-    ({"min_circularity": 0.5, "max_circularity": 0.8}, "newest", 3, 10),
-    ({"class_name": "PR_Peeling", "max_aspect_ratio": 2.0}, "area_desc", 1, 20),
-    ({"class_name": "Copper_Nodule", "min_area": 10**6}, "newest", 1, 20),
-    ({}, "newest", 10**4, 20),
-]
+def test_region_rows_carry_the_joined_fields(seeded):
+    _, _, rows, _ = queries.search_regions(Window(), {}, sort="newest", page=1, limit=50)
+    by_id = {r["region_unique_id"]: r for r in seeded.regions}
+    for row in rows:
+        region = by_id[row.Region.region_unique_id]
+        assert (row.class_name, row.class_id, row.timestamp, row.batch_id) == (
+            region["class_name"],
+            region["class_id"],
+            region["timestamp"],
+            region["batch_id"],
+        )
 
 
-@pytest.mark.parametrize("filters,sort,page,limit", REGION_CASES)
-def test_region_shapes_answer_alike(seeded, monkeypatch, filters, sort, page, limit):
-    month = Window(start=START + timedelta(days=15), end=START + timedelta(days=45))
-    # The time cut with its usual threshold, and forced on for every page.
-    for cut in (queries.TIME_CUT_MIN_ROWS, 0):
-        monkeypatch.setattr(queries, "TIME_CUT_MIN_ROWS", cut)
-        for window in (Window(), month):
-            total, rows = queries.search_regions(window, filters, sort=sort, page=page, limit=limit)
-            got = [tuple(row[1:]) + (row[0].region_unique_id,) for row in rows]
-            assert (total, got) == plain_regions(window, filters, sort, page, limit)
+def test_csv_stream_equals_brute_force(seeded):
+    filters = {"class_name": "Env_Particle", "max_circularity": 0.7}
+    rows = list(queries.stream_regions(Window(), filters, sort="area_desc"))
+    assert [r.Region.region_unique_id for r in rows] == brute_regions(
+        seeded, Window(), filters, "area_desc"
+    )
+    paged = list(queries.stream_regions(Window(), filters, sort="oldest", page=3, limit=9))
+    assert [r.Region.region_unique_id for r in paged] == brute_regions(
+        seeded, Window(), filters, "oldest"
+    )[18:27]
 
 
-def test_region_batch_and_image_filters_answer_alike(seeded, monkeypatch):
-    monkeypatch.setattr(queries, "TIME_CUT_MIN_ROWS", 0)
-    batch_id = next(row["batch_id"] for row in seeded if row["batch_id"])
-    img_id = next(row["img_unique_id"] for row in seeded if row["total_defects"] > 3)
-    for filters in ({"batch_id": batch_id}, {"img_unique_id": img_id, "min_area": 5}):
-        total, rows = queries.search_regions(Window(), filters, sort="newest", page=1, limit=3)
-        got = [tuple(row[1:]) + (row[0].region_unique_id,) for row in rows]
-        assert total > 0
-        assert (total, got) == plain_regions(Window(), filters, "newest", 1, 3)
+@pytest.mark.parametrize("sort", ["newest", "oldest", "most_defects", "fewest_defects"])
+def test_every_history_filter_combination_answers_like_brute_force(seeded, sort):
+    batch_id = next(row["batch_id"] for row in seeded.images.values() if row["batch_id"])
+    for window, class_name, batch in itertools.product(
+        WINDOWS, (None, *CLASS_IDS), (None, batch_id)
+    ):
+        expected = brute_images(seeded, window, class_name, batch, sort)
+        total, rows, cursor = queries.list_images(
+            window, class_name=class_name, batch_id=batch, sort=sort, page=2, limit=6
+        )
+        assert total == len(expected), (window, class_name, batch)
+        assert [r.img_unique_id for r in rows] == expected[6:12]
+        _, _, cursor = queries.list_images(
+            window, class_name=class_name, batch_id=batch, sort=sort, page=1, limit=6
+        )
+        if len(expected) > 6:
+            _, second, _ = queries.list_images(
+                window,
+                class_name=class_name,
+                batch_id=batch,
+                sort=sort,
+                page=1,
+                limit=6,
+                cursor=cursor,
+            )
+            assert [r.img_unique_id for r in second] == expected[6:12]
+
+
+def brute_stats(rows, window):
+    images = [i for i in rows.images.values() if in_window(i["timestamp"], window)]
+    classes = {}
+    for image in images:
+        for class_id, name in CLASS_NAMES.items():
+            row = rows.classes[f"{image['img_unique_id']}_{class_id}"]
+            entry = classes.setdefault((class_id, name), [0, 0, 0])
+            entry[0] += row["total_regions"] > 0
+            entry[1] += row["total_regions"]
+            entry[2] += row["total_area_pixels"]
+    daily = {}
+    for image in images:
+        entry = daily.setdefault(f"{image['timestamp']:%Y-%m-%d}", [0, 0])
+        entry[0] += 1
+        entry[1] += defects(rows, image)
+    times = [i["processing_time_seconds"] for i in images]
+    return {
+        "images": len(images),
+        "regions": sum(defects(rows, i) for i in images),
+        "mean": sum(times) / len(times) if times else None,
+        "min": min(times, default=None),
+        "max": max(times, default=None),
+        "first": min((i["timestamp"] for i in images), default=None),
+        "last": max((i["timestamp"] for i in images), default=None),
+        "bytes": 1000 * len(images),
+        "classes": [
+            {"class_id": c, "class_name": n, "images": a, "regions": b, "area_pixels": d}
+            for (c, n), (a, b, d) in sorted(classes.items())
+        ],
+        "daily": [
+            {"date": day, "images": a, "defects": b} for day, (a, b) in sorted(daily.items())
+        ],
+    }
+
+
+def stats_view(body):
+    return {
+        "images": body["totals"]["images"],
+        "regions": body["totals"]["regions"],
+        "mean": body["processing_time"]["mean"],
+        "min": body["processing_time"]["min"],
+        "max": body["processing_time"]["max"],
+        "first": body["date_range"]["first"],
+        "last": body["date_range"]["last"],
+        "bytes": body["storage"]["bytes_used"],
+        "classes": body["classes"],
+        "daily": body["daily"],
+    }
+
+
+@pytest.mark.parametrize("window", WINDOWS + [Window(start=START + timedelta(days=400))])
+def test_stats_answer_like_brute_force(seeded, window):
+    got = stats_view(queries.statistics(window))
+    expected = brute_stats(seeded, window)
+    if expected["mean"] is not None:
+        assert got.pop("mean") == pytest.approx(expected.pop("mean"))
+    assert got == expected
+
+
+def rollups():
+    return (
+        sorted(tuple(r) for r in db.session.execute(select(*StatsDay.__table__.c)).all()),
+        sorted(tuple(r) for r in db.session.execute(select(*StatsDayClass.__table__.c)).all()),
+    )
+
+
+def approx_rows(rows):
+    return [tuple(round(v, 9) if isinstance(v, float) else v for v in row) for row in rows]
+
+
+def test_orm_writes_keep_derived_data_equal_to_a_rebuild(seeded):
+    """Edits, deletes and purges through the ORM keep the rollups and region columns as
+    a full rebuild leaves them."""
+    ids = sorted(seeded.images)
+    moved = db.session.get(Image, ids[10])
+    moved.timestamp = moved.timestamp + timedelta(days=3, hours=5)
+    moved.batch_id = "B-moved"
+    db.session.get(Image, ids[20]).stored_bytes = 0  # what retention does
+    db.session.delete(db.session.get(Image, ids[30]))
+    db.session.commit()
+    regions = db.session.scalars(select(Region).where(Region.img_unique_id == ids[10])).all()
+    assert {(r.image_timestamp, r.batch_id) for r in regions} <= {(moved.timestamp, "B-moved")}
+    kept = rollups()
+    db.session.rollback()
+    derived.rebuild(db.engine)
+    db.session.rollback()  # a fresh snapshot (REPEATABLE READ on MariaDB)
+    rebuilt = rollups()
+    assert [approx_rows(t) for t in kept] == [approx_rows(t) for t in rebuilt]
+
+
+def test_reindex_is_idempotent_and_fills_rows_loaded_with_plain_sql(seeded, runner):
+    before = rollups()
+    db.session.rollback()
+    with db.engine.begin() as conn:  # another tool empties the derived data
+        conn.execute(Region.__table__.update().values(class_id=None, image_timestamp=None))
+        conn.execute(StatsDay.__table__.delete())
+    db.session.rollback()  # a fresh snapshot (REPEATABLE READ on MariaDB)
+    assert queries.search_regions(Window(), {}, sort="newest", page=1, limit=5)[0] == 0
+    for _ in range(2):
+        result = runner.invoke(args=["aoi", "reindex", "--chunk", "150"])
+        assert result.exit_code == 0, result.output
+        assert f"reindexed {len(seeded.images)} images" in result.output
+        assert "images/s" in result.output
+    db.session.rollback()  # a fresh snapshot (REPEATABLE READ on MariaDB)
+    assert [approx_rows(t) for t in rollups()] == [approx_rows(t) for t in before]
+    expected = brute_regions(seeded, Window(), {}, "newest")
+    total, _, rows, _ = queries.search_regions(Window(), {}, sort="newest", page=1, limit=5)
+    assert [r.Region.region_unique_id for r in rows] == expected[:5]
+
+
+# ---- EXPLAIN ------------------------------------------------------------------------------
+
+
+@mysql_only
+def test_region_search_reads_only_its_indexes(seeded_large):
+    search_keys = {
+        "ix_regions_class_time",
+        "ix_regions_class_area",
+        "ix_regions_class_circularity",
+        "ix_regions_class_aspect",
+        "ix_regions_batch",
+        "PRIMARY",
+    }
+    for filters, sort in (
+        ({"class_name": "PI_Particle", "min_area": 20, "max_area": 200}, "newest"),
+        ({"min_circularity": 0.5, "max_circularity": 0.8}, "area_desc"),
+        ({}, "aspect_ratio_asc"),
+    ):
+        accesses = assert_indexed(
+            lambda filters=filters, sort=sort: queries.search_regions(
+                Window(start=START + timedelta(days=5)), filters, sort=sort, page=3, limit=20
+            ),
+            {"regions": search_keys, "classes": {"PRIMARY"}, "images": {"PRIMARY"}},
+        )
+        assert "regions" in {table for table, _, _ in accesses}
+
+
+@mysql_only
+def test_history_and_stats_use_indexes(seeded_large):
+    window = Window(start=START + timedelta(days=20, hours=3), end=START + timedelta(days=27))
+    for class_name in (None, "Copper_Nodule"):
+        assert_indexed(
+            lambda class_name=class_name: queries.list_images(
+                window, class_name=class_name, batch_id=None, sort="newest", page=1, limit=20
+            )
+        )
+    assert_indexed(lambda: queries.statistics(window))

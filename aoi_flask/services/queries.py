@@ -293,9 +293,10 @@ def region_conditions(window, filters):
     return conditions
 
 
-def count_matching_regions(window, filters, cap=COUNT_CAP):
+def count_matching_regions(window, filters, cap=None):
     """(total, is_lower_bound): exact up to `cap` matches; each class counts at most
     the matches still missing, so no count reads more than cap + 1 index entries."""
+    cap = COUNT_CAP if cap is None else cap
     conditions = region_conditions(window, filters)
     total = 0
     for class_id in class_ids(filters):
