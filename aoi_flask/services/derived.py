@@ -252,21 +252,26 @@ def rebuild_rollup_days(conn, first, stop):
     )
 
 
-def derive_regions(conn, low, high):
-    """Fill the derived columns of the regions (and NULL images.total_defects) of the
-    images low <= img_unique_id <= high; rows already right are left untouched."""
-    in_range = Image.img_unique_id.between(low, high)
+def derive_image_totals(conn, low, high):
+    """images.total_defects where it is NULL, for low <= img_unique_id <= high."""
     conn.execute(
         update(Image)
-        .where(in_range, Image.total_defects.is_(None))
+        .where(Image.img_unique_id.between(low, high), Image.total_defects.is_(None))
         .values(
             total_defects=select(func.coalesce(func.sum(DefectClass.total_regions), 0))
             .where(DefectClass.img_unique_id == Image.img_unique_id)
             .scalar_subquery()
         )
     )
+
+
+def derive_regions(conn, after, high):
+    """Fill the derived columns of the regions after < region_unique_id <= high (high
+    None: to the end), walking the clustered primary key; rows already right are left
+    untouched (no write, no index change)."""
     if conn.dialect.name in ("mysql", "mariadb"):
         # A multi-table UPDATE: one join per row instead of three correlated subqueries.
+        bounds = " AND r.region_unique_id <= :high" if high is not None else ""
         conn.execute(
             text(
                 "UPDATE regions r"
@@ -274,11 +279,11 @@ def derive_regions(conn, low, high):
                 " JOIN images i ON i.img_unique_id = r.img_unique_id"
                 " SET r.class_id = c.class_id, r.image_timestamp = i.timestamp,"
                 " r.batch_id = i.batch_id"
-                " WHERE r.img_unique_id BETWEEN :low AND :high AND NOT ("
+                " WHERE r.region_unique_id > :after" + bounds + " AND NOT ("
                 " r.class_id <=> c.class_id AND r.image_timestamp <=> i.timestamp"
                 " AND r.batch_id <=> i.batch_id)"
             ),
-            {"low": low, "high": high},
+            {"after": after, "high": high},
         )
         return
     class_id = (
@@ -291,10 +296,13 @@ def derive_regions(conn, low, high):
     )
     moment = image.with_only_columns(Image.timestamp).scalar_subquery()
     batch = image.with_only_columns(Image.batch_id).scalar_subquery()
+    in_range = [Region.region_unique_id > after]
+    if high is not None:
+        in_range.append(Region.region_unique_id <= high)
     conn.execute(
         update(Region)
         .where(
-            Region.img_unique_id.between(low, high),
+            *in_range,
             (Region.class_id.is_distinct_from(class_id))
             | (Region.image_timestamp.is_distinct_from(moment))
             | (Region.batch_id.is_distinct_from(batch)),
@@ -332,7 +340,7 @@ def rebuild(engine, progress=None, image_chunk=IMAGE_CHUNK):
         total = conn.execute(select(func.count()).select_from(Image)).scalar()
     report(f"reindex: {total} images")
     done, after = 0, None
-    while True:
+    while True:  # images.total_defects, a chunk of images at a time
         with reading(engine) as conn:
             query = select(Image.img_unique_id).order_by(Image.img_unique_id).limit(image_chunk)
             if after is not None:
@@ -340,12 +348,26 @@ def rebuild(engine, progress=None, image_chunk=IMAGE_CHUNK):
             ids = conn.execute(query).scalars().all()
         if not ids:
             break
-        retrying(engine, lambda conn, low=ids[0], high=ids[-1]: derive_regions(conn, low, high))
+        retrying(engine, lambda conn, a=ids[0], b=ids[-1]: derive_image_totals(conn, a, b))
         done, after = done + len(ids), ids[-1]
+    report(f"  image totals: {time.perf_counter() - started:.1f} s")
+    with reading(engine) as conn:
+        regions = conn.execute(select(func.count()).select_from(Region)).scalar()
+    done, after = 0, ""
+    while after is not None:  # regions, ~10 per image, in primary-key order
+        with reading(engine) as conn:
+            high = conn.execute(
+                select(Region.region_unique_id)
+                .where(Region.region_unique_id > after)
+                .order_by(Region.region_unique_id)
+                .offset(image_chunk * 10 - 1)
+                .limit(1)
+            ).scalar()
+        retrying(engine, lambda conn, a=after, b=high: derive_regions(conn, a, b))
+        done = regions if high is None else done + image_chunk * 10
+        after = high
         elapsed = time.perf_counter() - started
-        report(
-            f"  regions of {done}/{total} images, {elapsed:.1f} s, {done / elapsed:,.0f} images/s"
-        )
+        report(f"  regions {done}/{regions}, {elapsed:.1f} s")
     regions_seconds = time.perf_counter() - started
     with reading(engine) as conn:
         first, last = conn.execute(
