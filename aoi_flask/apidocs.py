@@ -116,6 +116,20 @@ PAGING = {
     "limit": integer("Rows per page", minimum=1, maximum=500),
     "pages": integer("Number of pages (at least 1)", minimum=1),
 }
+# History and region search: bounded totals and keyset cursors (issue #12).
+SEARCH_PAGING = {
+    **PAGING,
+    "total_is_lower_bound": boolean(
+        "True when only the first `total` matches were counted (region search: more than "
+        "10,000 matches); there are more. Always false for /images (exact)"
+    ),
+    "next_cursor": nullable(
+        string(
+            "Opaque position after this page's last row: pass it as `cursor` (same filters "
+            "and sort) for the next page, at the same cost at any depth; null on the last page"
+        )
+    ),
+}
 CENTROID = obj({"x": number(), "y": number()}, description="Centre of mass, pixels")
 BOUNDING_BOX = obj(
     {
@@ -313,7 +327,7 @@ SCHEMAS = {
         }
     ),
     "HistoryPage": obj(
-        {"success": boolean(enum=[True]), **PAGING, "images": array(ref("HistoryImage"))}
+        {"success": boolean(enum=[True]), **SEARCH_PAGING, "images": array(ref("HistoryImage"))}
     ),
     "DefectRow": obj(
         {
@@ -329,7 +343,7 @@ SCHEMAS = {
         }
     ),
     "DefectPage": obj(
-        {"success": boolean(enum=[True]), **PAGING, "regions": array(ref("DefectRow"))}
+        {"success": boolean(enum=[True]), **SEARCH_PAGING, "regions": array(ref("DefectRow"))}
     ),
     "Stats": obj(
         {
@@ -769,6 +783,8 @@ def build_examples():
                 "page": 1,
                 "limit": 20,
                 "pages": 1,
+                "total_is_lower_bound": False,
+                "next_cursor": None,
                 "images": [history_image],
             },
         ),
@@ -780,6 +796,9 @@ def build_examples():
                 "page": 1,
                 "limit": 2,
                 "pages": 3,
+                "total_is_lower_bound": False,
+                "next_cursor": "eyJzIjoiYXJlYV9kZXNjIiwiayI6WzEwNSwi"
+                "MjAyNjAyMjRfMTczODE5X0FCMTJDRF8xXzIiXX0",
                 "regions": [
                     sample_defect_row("PI_Particle", 1),
                     sample_defect_row("PI_Particle", 2),
@@ -1322,6 +1341,13 @@ PARAMETERS = {
     ),
     "Page": parameter(
         "page", "query", integer(minimum=1, maximum=1_000_000, default=1), "Page, from 1"
+    ),
+    "Cursor": parameter(
+        "cursor",
+        "query",
+        string(minLength=1, maxLength=2000),
+        "Keyset paging: the `next_cursor` of the previous page (same filters and sort). "
+        "Given, it wins over `page`",
     ),
     "Limit": parameter(
         "limit", "query", integer(minimum=1, maximum=500, default=20), "Rows per page, 1–500"

@@ -29,13 +29,15 @@ def list_images():
 
     Filters combine: a time window (`start_date`, `end_date`, inclusive; a bare
     end date means the whole day), a defect class (images with at least one
-    region of it) and a batch. Each row has the PRD Example 2 fields plus
+    region of it) and a batch; `total` is exact. Page by `page` or by `cursor`
+    (the previous page's `next_cursor`). Each row has the PRD Example 2 fields plus
     `filename`, `batch_id`, `defect_classes` and `thumbnail_url`.
     ---
     tags: [images]
     operationId: list_images
     parameters:
       - $ref: '#/components/parameters/Page'
+      - $ref: '#/components/parameters/Cursor'
       - $ref: '#/components/parameters/Limit'
       - $ref: '#/components/parameters/StartDate'
       - $ref: '#/components/parameters/EndDate'
@@ -209,8 +211,11 @@ REGION_FILTERS = (
 def query_defects():
     """Region-level search over all stored results, as JSON pages or a CSV export.
 
-    Filters combine (AND); ranges are inclusive. `format=csv` streams the same rows
-    as CSV; without `page`/`limit` the export holds every matching row.
+    Filters combine (AND); ranges are inclusive. Ties in the sort go by
+    region_unique_id in the same direction. `total` counts at most 10,000 matches
+    (`total_is_lower_bound` says when there are more); `next_cursor` pages on at
+    the same cost at any depth. `format=csv` streams the same rows as CSV; without
+    `page`/`limit` the export holds every matching row.
     ---
     tags: [images]
     operationId: query_defects
@@ -252,6 +257,7 @@ def query_defects():
         schema: {type: string, maxLength: 255}
         example: 20260224_173819_AB12CD
       - $ref: '#/components/parameters/Page'
+      - $ref: '#/components/parameters/Cursor'
       - $ref: '#/components/parameters/Limit'
       - name: sort
         in: query

@@ -271,20 +271,27 @@ def derive_regions(conn, after, high):
     untouched (no write, no index change)."""
     if conn.dialect.name in ("mysql", "mariadb"):
         # A multi-table UPDATE: one join per row instead of three correlated subqueries.
-        bounds = " AND r.region_unique_id <= :high" if high is not None else ""
-        conn.execute(
-            text(
-                "UPDATE regions r"
-                " JOIN classes c ON c.class_unique_id = r.class_unique_id"
-                " JOIN images i ON i.img_unique_id = r.img_unique_id"
-                " SET r.class_id = c.class_id, r.image_timestamp = i.timestamp,"
-                " r.batch_id = i.batch_id"
-                " WHERE r.region_unique_id > :after" + bounds + " AND NOT ("
-                " r.class_id <=> c.class_id AND r.image_timestamp <=> i.timestamp"
-                " AND r.batch_id <=> i.batch_id)"
-            ),
-            {"after": after, "high": high},
+        # A plain (non-locking) read first: when nothing is stale, as on a re-run,
+        # the chunk takes no row locks at all.
+        joined = (
+            " regions r JOIN classes c ON c.class_unique_id = r.class_unique_id"
+            " JOIN images i ON i.img_unique_id = r.img_unique_id"
         )
+        stale = (
+            " WHERE r.region_unique_id > :after"
+            + (" AND r.region_unique_id <= :high" if high is not None else "")
+            + " AND NOT (r.class_id <=> c.class_id AND r.image_timestamp <=> i.timestamp"
+            " AND r.batch_id <=> i.batch_id)"
+        )
+        bounds = {"after": after, "high": high}
+        if conn.execute(text("SELECT 1 FROM" + joined + stale + " LIMIT 1"), bounds).first():
+            conn.execute(
+                text(
+                    "UPDATE" + joined + " SET r.class_id = c.class_id,"
+                    " r.image_timestamp = i.timestamp, r.batch_id = i.batch_id" + stale
+                ),
+                bounds,
+            )
         return
     class_id = (
         select(DefectClass.class_id)

@@ -113,6 +113,11 @@ export function fmtInt(value) {
     : intFormat.format(Math.round(Number(value)));
 }
 
+/** A list total: "10,000+" when the API counted only up to it (total_is_lower_bound). */
+export function fmtTotal(answer) {
+  return answer.total_is_lower_bound ? `${fmtInt(answer.total)}+` : fmtInt(answer.total);
+}
+
 export function fmtNum(value, digits = 2) {
   if (value === null || value === undefined || !Number.isFinite(Number(value))) return "–";
   return Number(value).toFixed(digits);

@@ -3,7 +3,7 @@
 import { get } from "./api.js";
 import { classChips } from "./classes.js";
 import { banner, errorText, initPage } from "./common.js";
-import { $, fmtDateTime, fmtInt, h, icon, resultUrl, reveal, setText, show } from "./dom.js";
+import { $, fmtDateTime, fmtInt, fmtTotal, h, icon, resultUrl, reveal, setText, show } from "./dom.js";
 import { renderPager } from "./pager.js";
 
 const FIELDS = ["start_date", "end_date", "class_name", "batch_id", "sort", "limit"];
@@ -94,9 +94,9 @@ function card(item) {
 function render(answer) {
   const items = answer.images || [];
   $("#gallery").replaceChildren(...items.map(card));
-  setText("gallery-total", fmtInt(answer.total));
+  setText("gallery-total", fmtTotal(answer));
   const start = items.length ? (answer.page - 1) * answer.limit + 1 : 0;
-  setText("gallery-range", items.length ? `Showing ${fmtInt(start)}–${fmtInt(start + items.length - 1)} of ${fmtInt(answer.total)}` : "");
+  setText("gallery-range", items.length ? `Showing ${fmtInt(start)}–${fmtInt(start + items.length - 1)} of ${fmtTotal(answer)}` : "");
   show("gallery-empty", items.length === 0);
   renderPager($("#pagination"), answer, (page) => {
     const query = { ...queryFromUrl(), page };

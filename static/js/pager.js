@@ -13,9 +13,10 @@ function pageList(page, pages) {
 }
 
 /** Fill nav with page buttons; onPage(n) is called when one is chosen. */
-export function renderPager(nav, { page, pages, total }, onPage) {
+export function renderPager(nav, { page, pages, total, total_is_lower_bound }, onPage) {
   const current = Number(page) || 1;
   const count = Math.max(1, Number(pages) || 1);
+  const more = total_is_lower_bound ? "+" : ""; // the API counted only up to a bound
   nav.hidden = !total || count <= 1;
   const button = (label, target, attrs = {}) => {
     const el = h("button", { type: "button", class: "page-button", dataset: { page: String(target) }, ...attrs }, ...[label].flat());
@@ -27,7 +28,7 @@ export function renderPager(nav, { page, pages, total }, onPage) {
     if (p === null) items.push(h("span", { class: "page-gap", text: "…" }));
     else items.push(button(String(p), p, p === current ? { "aria-current": "page", class: "page-button is-current" } : {}));
   }
-  items.push(button(["Next ", icon("right")], current + 1, { disabled: current >= count, "aria-label": "Next page", dataset: { page: String(current + 1), role: "next" } }));
-  items.push(h("span", { class: "page-info", text: `Page ${current} of ${count}` }));
+  items.push(button(["Next ", icon("right")], current + 1, { disabled: current >= count && !more, "aria-label": "Next page", dataset: { page: String(current + 1), role: "next" } }));
+  items.push(h("span", { class: "page-info", text: `Page ${current} of ${count}${more}` }));
   nav.replaceChildren(...items);
 }
