@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from conftest import ON_MYSQL
-from sqlalchemy import event, select, text
+from sqlalchemy import delete, event, select, text, update
 
 from aoi_flask.extensions import db
 from aoi_flask.models import (
@@ -499,6 +499,18 @@ def test_orm_writes_keep_derived_data_equal_to_a_rebuild(seeded):
     db.session.get(Image, ids[20]).stored_bytes = 0  # what retention does
     db.session.delete(db.session.get(Image, ids[30]))
     db.session.commit()
+    # ORM statements (no flush) are followed too.
+    db.session.execute(
+        update(Image)
+        .where(Image.img_unique_id == ids[40])
+        .values(timestamp=START - timedelta(days=9))
+    )
+    db.session.execute(delete(Image).where(Image.img_unique_id == ids[50]))
+    db.session.commit()
+    bulk_moved = db.session.scalars(
+        select(Region.image_timestamp).where(Region.img_unique_id == ids[40])
+    ).all()
+    assert set(bulk_moved) <= {START - timedelta(days=9)}
     regions = db.session.scalars(select(Region).where(Region.img_unique_id == ids[10])).all()
     assert {(r.image_timestamp, r.batch_id) for r in regions} <= {(moved.timestamp, "B-moved")}
     kept = rollups()

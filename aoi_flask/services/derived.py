@@ -46,6 +46,7 @@ def install():
     if not event.contains(Session, "before_flush", _before_flush):
         event.listen(Session, "before_flush", _before_flush)
         event.listen(Session, "after_flush", _after_flush)
+        event.listen(Session, "do_orm_execute", _bulk_statement)
 
 
 def _before_flush(session, flush_context, instances):
@@ -92,6 +93,42 @@ def _after_flush(session, flush_context):
         )
     for day in sorted(pending["days"]):
         rebuild_rollup_days(conn, day, day + timedelta(days=1))
+
+
+def _bulk_statement(state):
+    """ORM UPDATE/DELETE statements on images (`session.execute(update(Image)...)`)
+    bypass the flush: re-derive the days and regions they touch around them."""
+    if not (state.is_update or state.is_delete):
+        return None
+    mapper = state.bind_mapper
+    if mapper is None or mapper.class_ is not Image:
+        return None
+    conn = state.session.connection()
+    where = state.statement.whereclause
+    before = conn.execute(
+        select(Image.img_unique_id, Image.timestamp).where(*([where] if where is not None else []))
+    ).all()
+    days = {day_of(moment) for _, moment in before}
+    lock_days(conn, days)
+    result = state.invoke_statement()
+    ids = [img_id for img_id, _ in before]
+    if state.is_update:
+        for start in range(0, len(ids), 500):
+            after = conn.execute(
+                select(Image.img_unique_id, Image.timestamp, Image.batch_id).where(
+                    Image.img_unique_id.in_(ids[start : start + 500])
+                )
+            ).all()
+            for img_id, moment, batch_id in after:
+                days.add(day_of(moment))
+                conn.execute(
+                    update(Region)
+                    .where(Region.img_unique_id == img_id)
+                    .values(image_timestamp=moment, batch_id=batch_id)
+                )
+    for day in sorted(days):
+        rebuild_rollup_days(conn, day, day + timedelta(days=1))
+    return result
 
 
 def derive_new_regions(image):
