@@ -305,23 +305,25 @@ def derive_image_totals(conn, low, high):
 def derive_regions(conn, after, high):
     """Fill the derived columns of the regions after < region_unique_id <= high (high
     None: to the end), walking the clustered primary key; rows already right are left
-    untouched (no write, no index change)."""
-    if conn.dialect.name in ("mysql", "mariadb"):
-        # A multi-table UPDATE: one join per row instead of three correlated subqueries.
-        # A plain (non-locking) read first: when nothing is stale, as on a re-run,
-        # the chunk takes no row locks at all.
+    untouched (no write, no index change). A plain (non-locking) read first: when
+    nothing is stale, as on a re-run, the chunk takes no row locks at all."""
+    mysql = conn.dialect.name in ("mysql", "mariadb")
+    same = "<=>" if mysql else "IS"  # NULL-safe equality
+    stale = (
+        " WHERE r.region_unique_id > :after"
+        + (" AND r.region_unique_id <= :high" if high is not None else "")
+        + f" AND NOT (r.class_id {same} c.class_id AND r.image_timestamp {same} i.timestamp"
+        f" AND r.batch_id {same} i.batch_id)"
+    )
+    bounds = {"after": after, "high": high}
+    if mysql:
         joined = (
             " regions r JOIN classes c ON c.class_unique_id = r.class_unique_id"
             " JOIN images i ON i.img_unique_id = r.img_unique_id"
         )
-        stale = (
-            " WHERE r.region_unique_id > :after"
-            + (" AND r.region_unique_id <= :high" if high is not None else "")
-            + " AND NOT (r.class_id <=> c.class_id AND r.image_timestamp <=> i.timestamp"
-            " AND r.batch_id <=> i.batch_id)"
-        )
-        bounds = {"after": after, "high": high}
-        if conn.execute(text("SELECT 1 FROM" + joined + stale + " LIMIT 1"), bounds).first():
+        found = conn.execute(text("SELECT 1 FROM" + joined + stale + " LIMIT 1"), bounds)
+        if found.first():
+            # A multi-table UPDATE: one join per row.
             conn.execute(
                 text(
                     "UPDATE" + joined + " SET r.class_id = c.class_id,"
@@ -330,29 +332,20 @@ def derive_regions(conn, after, high):
                 bounds,
             )
         return
-    class_id = (
-        select(DefectClass.class_id)
-        .where(DefectClass.class_unique_id == Region.class_unique_id)
-        .scalar_subquery()
+    joined = " FROM classes c, images i"
+    keys = " AND c.class_unique_id = r.class_unique_id AND i.img_unique_id = r.img_unique_id"
+    found = conn.execute(
+        text("SELECT 1 FROM regions r, classes c, images i" + stale + keys + " LIMIT 1"), bounds
     )
-    image = select(Image.timestamp, Image.batch_id).where(
-        Image.img_unique_id == Region.img_unique_id
-    )
-    moment = image.with_only_columns(Image.timestamp).scalar_subquery()
-    batch = image.with_only_columns(Image.batch_id).scalar_subquery()
-    in_range = [Region.region_unique_id > after]
-    if high is not None:
-        in_range.append(Region.region_unique_id <= high)
-    conn.execute(
-        update(Region)
-        .where(
-            *in_range,
-            (Region.class_id.is_distinct_from(class_id))
-            | (Region.image_timestamp.is_distinct_from(moment))
-            | (Region.batch_id.is_distinct_from(batch)),
+    if found.first():
+        # UPDATE … FROM (SQLite 3.33+).
+        conn.execute(
+            text(
+                "UPDATE regions AS r SET class_id = c.class_id, image_timestamp = i.timestamp,"
+                " batch_id = i.batch_id" + joined + stale + keys
+            ),
+            bounds,
         )
-        .values(class_id=class_id, image_timestamp=moment, batch_id=batch)
-    )
 
 
 def retrying(engine, work):
@@ -384,9 +377,14 @@ def rebuild(engine, progress=None, image_chunk=IMAGE_CHUNK):
         total = conn.execute(select(func.count()).select_from(Image)).scalar()
     report(f"reindex: {total} images")
     done, after = 0, None
-    while True:  # images.total_defects, a chunk of images at a time
+    while True:  # images.total_defects: only the empty ones, read without locks first
         with reading(engine) as conn:
-            query = select(Image.img_unique_id).order_by(Image.img_unique_id).limit(image_chunk)
+            query = (
+                select(Image.img_unique_id)
+                .where(Image.total_defects.is_(None))
+                .order_by(Image.img_unique_id)
+                .limit(image_chunk)
+            )
             if after is not None:
                 query = query.where(Image.img_unique_id > after)
             ids = conn.execute(query).scalars().all()
@@ -394,7 +392,7 @@ def rebuild(engine, progress=None, image_chunk=IMAGE_CHUNK):
             break
         retrying(engine, lambda conn, a=ids[0], b=ids[-1]: derive_image_totals(conn, a, b))
         done, after = done + len(ids), ids[-1]
-    report(f"  image totals: {time.perf_counter() - started:.1f} s")
+    report(f"  image totals: {done} filled, {time.perf_counter() - started:.1f} s")
     with reading(engine) as conn:
         regions = conn.execute(select(func.count()).select_from(Region)).scalar()
     done, after = 0, ""
