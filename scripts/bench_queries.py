@@ -69,6 +69,8 @@ def cases(session, base):
     month = {"start_date": str(last - timedelta(days=29)), "end_date": str(last)}
     batches = session.get(f"{base}/batches", params={"limit": 1}, timeout=60).json()["batches"]
     batch = {"batch_id": batches[0]["batch_id"]} if batches else {}
+    newest = session.get(f"{base}/images", params={"limit": 1}, timeout=60).json()["images"]
+    image = {"img_unique_id": newest[0]["img_unique_id"], "sort": "area_desc"}
     shapes = {
         "class + range + circularity/aspect": {
             "class_name": "PI_Particle",
@@ -92,6 +94,7 @@ def cases(session, base):
         ("/query/defects", {"class_name": "PR_Peeling", **month}),
         ("/query/defects", {**month, "min_circularity": 0.5, "max_circularity": 0.8}),
         ("/query/defects", batch),
+        ("/query/defects", image),
         ("/query/defects", {"sort": "area_desc"}),
         ("/query/defects", {"sort": "area_desc", "page": DEEP_PAGE}),
         ("/query/defects", {"class_name": "Env_Particle", "sort": "circularity_asc"}),

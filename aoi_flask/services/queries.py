@@ -285,6 +285,14 @@ def class_ids(filters):
     return [CLASS_IDS[name]] if name else list(CLASS_NAMES)
 
 
+def class_term(class_id, filters):
+    if filters.get("img_unique_id"):
+        # One image's regions: idx_img_id finds them; an expression keeps planners
+        # (SQLite's, without statistics) from walking a class index instead.
+        return func.coalesce(Region.class_id, 0) == class_id
+    return Region.class_id == class_id
+
+
 def region_conditions(window, filters):
     conditions = window.conditions(Region.image_timestamp)
     for name, build in REGION_FILTERS.items():
@@ -303,7 +311,7 @@ def count_matching_regions(window, filters, cap=None):
         matches = (
             select(literal(1))
             .select_from(Region)
-            .where(Region.class_id == class_id, *conditions)
+            .where(class_term(class_id, filters), *conditions)
             .limit(cap + 1 - total)
             .subquery()
         )
@@ -336,12 +344,17 @@ def page_keys(window, filters, sort, skip, take, after, forced=True):
     conditions = region_conditions(window, filters)
     if after is not None:
         conditions.append(after_key(key_columns, after))
+    order = ordering(key_columns)
+    if any(filters.get(name) for name in NARROW_REGION_FILTERS):
+        # Few rows: sort them, rather than walk a sort index (SQLite's planner prefers a
+        # plan that needs no sort, even a walk over every region of the class).
+        order = ordering(((func.coalesce(column, column), descending), key_columns[1]))
     streams = []
     for class_id in class_ids(filters):
         query = (
             select(column, Region.region_unique_id)
-            .where(Region.class_id == class_id, *conditions)
-            .order_by(*ordering(key_columns))
+            .where(class_term(class_id, filters), *conditions)
+            .order_by(*order)
             .limit(skip + take)
         )
         if forced:
