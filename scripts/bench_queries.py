@@ -69,8 +69,8 @@ def cases(session, base):
     month = {"start_date": str(last - timedelta(days=29)), "end_date": str(last)}
     batches = session.get(f"{base}/batches", params={"limit": 1}, timeout=60).json()["batches"]
     batch = {"batch_id": batches[0]["batch_id"]} if batches else {}
-    newest = session.get(f"{base}/images", params={"limit": 1}, timeout=60).json()["images"]
-    image = {"img_unique_id": newest[0]["img_unique_id"], "sort": "area_desc"}
+    newest = session.get(f"{base}/query/defects", params={"limit": 1}, timeout=60).json()
+    image = {"img_unique_id": newest["regions"][0]["img_unique_id"], "sort": "area_desc"}
     shapes = {
         "class + range + circularity/aspect": {
             "class_name": "PI_Particle",
