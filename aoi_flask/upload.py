@@ -1,6 +1,7 @@
 """Upload group: send images to the model service and store the results."""
 
 import base64
+import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
@@ -27,6 +28,25 @@ def upload_limit():
 def read_upload(file):
     # One byte over the limit is enough for the service to call it too large.
     return file.read(upload_limit() + 1)
+
+
+# The filename parameter as browsers write it (WHATWG multipart/form-data): backslashes
+# are literal, quotes and newlines percent-encoded. Werkzeug reads it as an RFC quoted
+# string, where `\x` means `x`, which turns `C:\dir\a.png` into `C:dira.png`.
+FILENAME_PARAM = re.compile(r'(?:^|;)\s*filename="((?:[^"]|"(?!\s*(?:;|$)))*)"\s*(?:;|$)')
+PERCENT_ESCAPES = {"%22": '"', "%0A": "\n", "%0D": "\r", '\\"': '"'}
+
+
+def submitted_filename(file):
+    """The file's name as the client sent it, directory part included."""
+    disposition = file.headers.get("Content-Disposition", "")
+    match = FILENAME_PARAM.search(disposition)
+    if match is None or "filename*=" in disposition:
+        return file.filename
+    name = match.group(1)
+    for escaped, plain in PERCENT_ESCAPES.items():
+        name = name.replace(escaped, plain)
+    return name
 
 
 @bp.post("/upload")
@@ -101,7 +121,7 @@ def upload_image():
             code="NO_FILE",
         )
     data = read_upload(file)
-    stored = services().results.analyse_upload(data, file.filename)
+    stored = services().results.analyse_upload(data, submitted_filename(file))
     body = ImageResultSchema().dump(stored.image)
     body["analysis_results"] = stored.answer.analysis
     if options["include_images"]:
@@ -133,7 +153,7 @@ def read_batch_files():
             code="TOO_MANY_FILES",
             details={"max_batch_files": limit, "received": len(files)},
         )
-    return [(file.filename, read_upload(file)) for file in files]
+    return [(submitted_filename(file), read_upload(file)) for file in files]
 
 
 @bp.post("/upload/batch")
