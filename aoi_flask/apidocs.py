@@ -1180,6 +1180,21 @@ RESPONSES = {
             "wafer.tif is larger than 50 MB. Reduce its size, then upload again.",
         ),
         (
+            "FILE_TOO_LARGE_FOR_MODEL",
+            "A file the model service would refuse (its limit includes the form's headers)",
+            "wafer.bmp (52,428,800 bytes) cannot be sent to the model service: with the "
+            "upload form's headers the request would be 52,428,988 bytes, over the "
+            "service's limit of 52,428,800 bytes (AOI_MODEL_MAX_BODY_MB). Reduce the file "
+            "to at most 52,428,612 bytes (e.g. save it as a compressed PNG or a JPEG), then "
+            "upload again.",
+            {
+                "file_bytes": 52428800,
+                "request_bytes": 52428988,
+                "model_max_body_bytes": 52428800,
+                "max_file_bytes": 52428612,
+            },
+        ),
+        (
             "PAYLOAD_TOO_LARGE",
             "The request body over the limit",
             "The request body is too large. Send files of at most 50 MB each.",

@@ -5,11 +5,12 @@ import threading
 import pytest
 import requests
 from conftest import MODEL_URL
-from helpers import echo, image_bytes, stored_files, upload_batch
+from helpers import echo, image_bytes, padded_png, stored_files, upload_batch
 
 from aoi_flask.extensions import db
 from aoi_flask.models import BatchItem, Image
 from aoi_flask.services import batches as batch_service
+from aoi_flask.services.storage import MB
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -186,3 +187,17 @@ def test_unfinished_items_are_resumed_after_a_restart(app, client, model_service
     assert status["status"] == "done" and status["processed"] == 2
     with app.app_context():
         assert db.session.query(Image).count() == 2
+
+
+def test_a_file_the_model_service_would_refuse_fails_alone(make_app, model_service, storage_root):
+    app = make_app(MAX_UPLOAD_MB=1, MODEL_MAX_BODY_MB=1)
+    files = [(padded_png(MB), "exactly-1MB.png"), (image_bytes(), "ok.png")]
+    body = upload_batch(app.test_client(), files).get_json()
+    refused, done = body["results"]
+    assert (refused["success"], refused["code"]) == (False, "FILE_TOO_LARGE_FOR_MODEL")
+    assert "exactly-1MB.png" in refused["error"]
+    assert done["success"] is True and body["processed"] == 1
+    sent = [r for r in model_service.request_history if r.path == "/upload"]
+    assert len(sent) == 1
+    inputs = [path for path in stored_files(storage_root) if path.startswith("uploads/")]
+    assert len(inputs) == 1 and inputs[0].endswith("_ok.png")  # nothing kept of the refused
