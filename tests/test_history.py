@@ -252,3 +252,36 @@ def test_stats_window(client, history):
     empty = get(client, "/stats", start_date="2030-01-01")
     assert empty["totals"]["images"] == 0 and empty["daily"] == []
     assert client.get("/stats?end_date=someday").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/images", {"clas_name": "PI_Particle"}),
+        ("/query/defects", {"format": "csv", "clas_name": "PI_Particle"}),
+        ("/stats", {"start": "2026-02-24"}),
+        ("/batches", {"pgae": "2"}),
+    ],
+)
+def test_a_misspelled_parameter_is_refused_not_ignored(client, path, query):
+    response = client.get(path, query_string=query)
+    assert response.status_code == 400 and response.mimetype == "application/json"
+    body = response.get_json()
+    (typo,) = body["details"]["unknown"]
+    assert body["code"] == "INVALID_PARAMETER" and repr(typo) in body["error"]
+    assert set(query) - {typo} <= set(body["details"]["allowed"])
+    assert ", ".join(body["details"]["allowed"]) in body["error"]
+
+
+def test_the_refusal_suggests_the_parameter_meant(client):
+    body = client.get("/images?clas_name=PI_Particle").get_json()
+    assert "did you mean class_name?" in body["error"]
+    assert body["details"]["allowed"] == [
+        "batch_id",
+        "class_name",
+        "end_date",
+        "limit",
+        "page",
+        "sort",
+        "start_date",
+    ]
