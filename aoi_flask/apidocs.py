@@ -204,9 +204,11 @@ SCHEMAS = {
             "success": boolean(enum=[False]),
             "error": string("Human message: what went wrong and what to do"),
             "code": string("Stable machine code, UPPER_SNAKE", pattern="^[A-Z][A-Z0-9_]*$"),
-            "details": {"type": "object", "description": "Optional particulars (fields, limits)"},
+            "details": {
+                "type": "object",
+                "description": "Particulars (fields, limits); `{}` when there are none",
+            },
         },
-        optional=("details",),
         description="The one error shape of every failure (404, 405, 413 and 500 included).",
     ),
     "DefectClasses": DEFECT_CLASSES,
@@ -987,10 +989,7 @@ def health_example(status):
 
 
 def error_example(code, message, details=None):
-    body = {"success": False, "error": message, "code": code}
-    if details:
-        body["details"] = details
-    return body
+    return {"success": False, "error": message, "code": code, "details": details or {}}
 
 
 def error_response(description, *cases, headers=None):

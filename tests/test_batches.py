@@ -1,6 +1,9 @@
 """POST /upload/batch, GET /batches…, retry and recovery after a restart."""
 
+import io
+import json
 import threading
+import zipfile
 
 import pytest
 import requests
@@ -201,3 +204,16 @@ def test_a_file_the_model_service_would_refuse_fails_alone(make_app, model_servi
     assert len(sent) == 1
     inputs = [path for path in stored_files(storage_root) if path.startswith("uploads/")]
     assert len(inputs) == 1 and inputs[0].endswith("_ok.png")  # nothing kept of the refused
+
+
+def test_percent_done_is_a_float_in_every_answer(client, model_service):
+    body = upload_batch(client, [(image_bytes(), "a.png"), (CORRUPT, "b.png")]).get_json()
+    batch_id = body["batch_id"]
+    listed = client.get("/batches").get_json()["batches"][0]
+    one = client.get(f"/batches/{batch_id}").get_json()
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/download/batch/{batch_id}").data))
+    summary = json.loads(archive.read("batch_summary.json"))
+    for answer in (listed, one, summary):
+        assert answer["percent_done"] == 100.0 and isinstance(answer["percent_done"], float)
+    raw = client.get(f"/batches/{batch_id}").get_data(as_text=True).replace(" ", "")
+    assert '"percent_done":100.0' in raw

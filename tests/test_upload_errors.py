@@ -319,3 +319,19 @@ def test_the_largest_deliverable_file_is_sent(make_app, model_service):
     assert len(sent.body) == MB  # the body is exactly at the limit
     over = upload(app.test_client(), padded_png(largest + 1), name="big.png")
     assert_error(over, 413, "FILE_TOO_LARGE_FOR_MODEL")
+
+
+def test_every_error_carries_details(client):
+    """`details` is always there ({} when there is nothing more), as the README says."""
+    answers = [
+        client.post("/upload", data={"other": "x"}, content_type="multipart/form-data"),
+        upload(client, b"", name="empty.png"),
+        upload(client, b"not an image", name="notes.png"),
+        upload(client, image_bytes(), name=""),
+        client.get("/nope"),
+        client.get("/upload"),
+    ]
+    for response in answers:
+        body = response.get_json()
+        assert set(body) == {"success", "error", "code", "details"}, body
+        assert body["details"] == {}
