@@ -91,10 +91,11 @@ def stored_result(client, img_id):
     return result
 
 
-def run_concurrently(app, images):
-    """Every image as a single upload, plus one batch of all of them, all at once.
-    Returns (sent bytes, img_id or None) for every file."""
-    start = threading.Barrier(len(images) + 1)
+def run_concurrently(app, images, copies=2):
+    """Every image `copies` times as a single upload, plus one batch of all of them,
+    all at once. Returns (sent bytes, img_id or None) for every file."""
+    singles = [(data, name) for name, data in images.items()] * copies
+    start = threading.Barrier(len(singles) + 1)
 
     def single(data, name):
         start.wait()
@@ -112,10 +113,31 @@ def run_concurrently(app, images):
             for index, (data, _) in enumerate(files)
         ]
 
-    with ThreadPoolExecutor(len(images) + 1) as pool:
-        futures = [pool.submit(single, data, name) for name, data in images.items()]
+    with ThreadPoolExecutor(len(singles) + 1) as pool:
+        futures = [pool.submit(single, data, name) for data, name in singles]
         futures.append(pool.submit(batch))
         return [outcome for future in futures for outcome in future.result()]
+
+
+class PeakWatch:
+    """The most model calls in flight at once, sampled while the block runs."""
+
+    def __init__(self, gate):
+        self.gate, self.value = gate, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self):
+        while not self._done.wait(0.005):
+            self.value = max(self.value, self.gate.active)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
 
 
 def count_outcomes(app, outcomes, alone):
@@ -141,10 +163,15 @@ def test_concurrent_uploads_store_each_image_its_own_result(
         MODEL_GATE_WAIT=300.0,
         FSYNC=False,
     )
-    outcomes = run_concurrently(app, distinct_images)
+    with PeakWatch(app.extensions["aoi"].gate) as peak:
+        outcomes = run_concurrently(app, distinct_images)
     wrong, lost = count_outcomes(app, outcomes, alone)
-    print(f"cap {cap}: {len(outcomes)} uploads, {wrong} wrong, {lost} lost")
-    assert len(outcomes) == 2 * len(distinct_images)
+    print(
+        f"cap {cap}: {len(outcomes)} uploads, at most {peak.value} model calls in flight, "
+        f"{wrong} wrong, {lost} lost"
+    )
+    assert len(outcomes) == 3 * len(distinct_images)
+    assert peak.value == cap  # the cap was reached: calls really overlapped
     assert (wrong, lost) == (0, 0)
 
 
@@ -166,7 +193,7 @@ def test_a_shared_model_call_name_is_caught_by_this_test(
         MODEL_GATE_WAIT=300.0,
         FSYNC=False,
     )
-    outcomes = run_concurrently(app, distinct_images)
+    outcomes = run_concurrently(app, distinct_images, copies=1)
     wrong, lost = count_outcomes(app, outcomes, alone)
     print(f"shared name, cap 4: {len(outcomes)} uploads, {wrong} wrong, {lost} lost")
     assert wrong + lost > 0
