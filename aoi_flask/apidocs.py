@@ -204,9 +204,11 @@ SCHEMAS = {
             "success": boolean(enum=[False]),
             "error": string("Human message: what went wrong and what to do"),
             "code": string("Stable machine code, UPPER_SNAKE", pattern="^[A-Z][A-Z0-9_]*$"),
-            "details": {"type": "object", "description": "Optional particulars (fields, limits)"},
+            "details": {
+                "type": "object",
+                "description": "Particulars (fields, limits); `{}` when there are none",
+            },
         },
-        optional=("details",),
         description="The one error shape of every failure (404, 405, 413 and 500 included).",
     ),
     "DefectClasses": DEFECT_CLASSES,
@@ -987,10 +989,7 @@ def health_example(status):
 
 
 def error_example(code, message, details=None):
-    body = {"success": False, "error": message, "code": code}
-    if details:
-        body["details"] = details
-    return body
+    return {"success": False, "error": message, "code": code, "details": details or {}}
 
 
 def error_response(description, *cases, headers=None):
@@ -1178,6 +1177,21 @@ RESPONSES = {
             "FILE_TOO_LARGE",
             "A file over the per-file limit",
             "wafer.tif is larger than 50 MB. Reduce its size, then upload again.",
+        ),
+        (
+            "FILE_TOO_LARGE_FOR_MODEL",
+            "A file the model service would refuse (its limit includes the form's headers)",
+            "wafer.bmp (52,428,800 bytes) cannot be sent to the model service: with the "
+            "upload form's headers the request would be 52,428,988 bytes, over the "
+            "service's limit of 52,428,800 bytes (AOI_MODEL_MAX_BODY_MB). Reduce the file "
+            "to at most 52,428,612 bytes (e.g. save it as a compressed PNG or a JPEG), then "
+            "upload again.",
+            {
+                "file_bytes": 52428800,
+                "request_bytes": 52428988,
+                "model_max_body_bytes": 52428800,
+                "max_file_bytes": 52428612,
+            },
         ),
         (
             "PAYLOAD_TOO_LARGE",

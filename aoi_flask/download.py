@@ -2,13 +2,13 @@
 
 import json
 
-from flask import Blueprint, Response, send_file
+from flask import Blueprint, Response, request, send_file
 from zipstream import ZIP_STORED, ZipStream
 
 from .errors import NotFound
 from .exports import region_csv_chunks
 from .extensions import services
-from .schemas import DownloadTypeSchema, load_or_400
+from .schemas import DownloadTypeSchema, SignedLinkSchema, load_or_400, load_query_or_400
 from .services import batches as batch_service
 from .services import queries, results
 from .services.imaging import disk_stem
@@ -113,6 +113,7 @@ def download_image(img_id, kind):
       410: {$ref: '#/components/responses/ImagesPurged'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
+    load_query_or_400(SignedLinkSchema(), request.args)
     load_or_400(DownloadTypeSchema(), {"type": kind})
     image = results.get_image(img_id)
     return send_stored(image, kind, f"{img_id}_{kind}")
@@ -147,12 +148,14 @@ def download_json(img_id):
         content:
           application/json: {schema: {type: string, format: binary}}
       304: {description: Not modified since the ETag / date the client has}
+      400: {$ref: '#/components/responses/InvalidParameter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       403: {$ref: '#/components/responses/SignatureInvalid'}
       404: {$ref: '#/components/responses/FileNotFound'}
       410: {$ref: '#/components/responses/ImagesPurged'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
+    load_query_or_400(SignedLinkSchema(), request.args)
     image = results.get_image(img_id)
     return send_stored(image, "json", f"{img_id}_analysis")
 
@@ -185,6 +188,7 @@ def download_batch(batch_id):
         content:
           application/zip:
             schema: {type: string, format: binary}
+      400: {$ref: '#/components/responses/InvalidParameter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       403: {$ref: '#/components/responses/SignatureInvalid'}
       404: {$ref: '#/components/responses/BatchNotFound'}
@@ -192,6 +196,7 @@ def download_batch(batch_id):
     """
     from .batches import dump_batch
 
+    load_query_or_400(SignedLinkSchema(), request.args)
     batch = batch_service.get_batch(batch_id)
     summary = dump_batch(batch)
     images = batch_service.images_of([f["img_unique_id"] for f in summary["files"]])

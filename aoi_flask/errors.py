@@ -1,5 +1,6 @@
 """One JSON error shape for every failure:
-`{"success": false, "error": "...", "code": "UPPER_SNAKE", "details": {...}}`."""
+`{"success": false, "error": "...", "code": "UPPER_SNAKE", "details": {...}}`
+(`details` always present, `{}` when there is nothing more)."""
 
 import logging
 
@@ -48,9 +49,8 @@ HTTP_MESSAGES = {
 
 
 def error_response(status, code, message, details=None, headers=None):
-    body = {"success": False, "error": message, "code": code}
-    if details:
-        body["details"] = details
+    # `details` is always there ({} when there is nothing more to say): one shape to parse.
+    body = {"success": False, "error": message, "code": code, "details": details or {}}
     response = jsonify(body)
     response.status_code = status
     for name, value in (headers or {}).items():

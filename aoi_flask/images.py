@@ -14,7 +14,7 @@ from .schemas import (
     WindowSchema,
     dump_region_row,
     dump_regions,
-    load_or_400,
+    load_query_or_400,
     pages,
     utc_text,
 )
@@ -60,7 +60,7 @@ def list_images():
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(ImageListSchema(), request.args)
+    options = load_query_or_400(ImageListSchema(), request.args)
     page, limit = options["page"], options["limit"]
     total, rows = queries.list_images(
         options["window"],
@@ -159,7 +159,7 @@ def get_regions(img_id):
       404: {$ref: '#/components/responses/ImageNotFound'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(RegionFilterSchema(), request.args)
+    options = load_query_or_400(RegionFilterSchema(), request.args)
     results.get_image(img_id)
     return jsonify(dump_regions(img_id, results.regions_of(img_id, options["class_name"])))
 
@@ -283,7 +283,7 @@ def query_defects():
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(DefectQuerySchema(), request.args)
+    options = load_query_or_400(DefectQuerySchema(), request.args)
     filters = {name: options[name] for name in REGION_FILTERS}
     window, sort, page, limit = (options[k] for k in ("window", "sort", "page", "limit"))
     if options["format"] == "csv":
@@ -336,7 +336,7 @@ def stats():
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(WindowSchema(), request.args)
+    options = load_query_or_400(WindowSchema(), request.args)
     window = options["window"]
     body = queries.statistics(window)
     for key in ("first", "last"):

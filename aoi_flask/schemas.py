@@ -1,5 +1,6 @@
 """Marshmallow schemas: they validate every input and shape every response."""
 
+import difflib
 from datetime import UTC, datetime, timedelta
 
 from flask import url_for
@@ -48,6 +49,29 @@ def load_or_400(schema, data):
         ) from None
 
 
+def load_query_or_400(schema, args):
+    """Query parameters of a GET: an unknown one (a typo such as `clas_name`) would be
+    ignored and the answer would cover everything, so it is refused with a 400 that
+    names it and the allowed ones."""
+    allowed = sorted(field.data_key or name for name, field in schema.load_fields.items())
+    unknown = [name for name in args if name not in allowed]
+    if unknown:
+        hints = [
+            f"did you mean {match[0]}?"
+            for match in (difflib.get_close_matches(name, allowed, n=1) for name in unknown)
+            if match
+        ]
+        raise ApiError(
+            f"Unknown query parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(name) for name in unknown)}"
+            f"{' (' + ' '.join(hints) + ')' if hints else ''}. This endpoint accepts: "
+            f"{', '.join(allowed)}. Fix the spelling or leave the parameter out.",
+            code="INVALID_PARAMETER",
+            details={"unknown": unknown, "allowed": allowed},
+        )
+    return load_or_400(schema, args)
+
+
 class StrictSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -71,6 +95,13 @@ class DownloadTypeSchema(StrictSchema):
     type = fields.String(
         required=True, validate=validate.OneOf(DOWNLOAD_TYPES, error="must be one of {choices}")
     )
+
+
+class SignedLinkSchema(StrictSchema):
+    """A download's query: only a signed link's parameters (checked by security)."""
+
+    expires = fields.String(load_default=None)
+    signature = fields.String(load_default=None)
 
 
 # ---- outputs ------------------------------------------------------------------

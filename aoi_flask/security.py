@@ -10,7 +10,7 @@ The image and download URLs the API hands out carry an expiring signature
 (`?expires=<unix time>&signature=<hex HMAC-SHA256>`), so `<img src>` and plain
 links work without a header. A download request with a valid signature needs
 no key. With no API keys configured the API is open, URLs stay unsigned, and a
-warning is logged at start.
+warning is logged where the server starts (`startup_warnings`).
 """
 
 import hashlib
@@ -204,7 +204,9 @@ def register_cors(app):
     log.info("CORS allowed for: %s", ", ".join(origins))
 
 
-def register_security(app):
+def startup_warnings(app):
+    """Warnings about the key set-up, logged where the server starts (run.py, wsgi.py),
+    not by every `flask aoi` command (they would clutter cron logs)."""
     keys = api_keys(app)
     if not keys:
         log.warning(
@@ -217,6 +219,10 @@ def register_security(app):
             "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
             MIN_KEY_LENGTH,
         )
+
+
+def register_security(app):
+    keys = api_keys(app)
     if keys and not app.config.get("SECRET_KEY"):
         log.info("signed links use a key derived from AOI_API_KEYS (AOI_SECRET_KEY not set)")
     app.before_request(check_access)

@@ -341,6 +341,27 @@ def test_bad_parameters_answer_400(api):
     assert "type" in body["details"]["fields"]
 
 
+def test_unknown_query_parameters_answer_400_listing_the_documented_ones(api, spec):
+    """Every GET with query parameters refuses one it does not know, and what it
+    accepts is exactly what the docs (and so Swagger UI's try-it-out) send."""
+    checked = []
+    for method, path, operation in operations(spec):
+        documented = sorted(
+            parameter["name"]
+            for parameter in resolve(operation.get("parameters", []), spec)
+            if parameter["in"] == "query"
+        )
+        if method != "get" or not documented:
+            continue
+        values = {name: "mask" if name == "kind" else "x" for name in re.findall(r"{(\w+)}", path)}
+        _, body = api("get", path, 400, params=values, query_string={"bogus_param": "1"})
+        assert body["code"] == "INVALID_PARAMETER"
+        assert "'bogus_param'" in body["error"]
+        assert body["details"] == {"unknown": ["bogus_param"], "allowed": documented}, path
+        checked.append(path)
+    assert set(checked) >= {"/images", "/query/defects", "/stats", "/batches"}
+
+
 def test_upload_refusals(make_app, spec, model_service, sample_input):
     api = Api(make_app(MAX_UPLOAD_MB=1, MAX_BATCH_FILES=2).test_client(), spec)
     cases = (

@@ -17,7 +17,7 @@ from sqlalchemy import and_, case, distinct, exists, func, select
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models import Batch, DefectClass, Image, Region
+from ..models import CLASS_NAMES, Batch, DefectClass, Image, Region
 
 IMAGE_SORTS = {
     "newest": (Image.timestamp.desc(), Image.img_unique_id.desc()),
@@ -283,6 +283,10 @@ def class_statistics(window):
             and_(*window_conditions)
         )
     rows = db.session.execute(query.order_by(DefectClass.class_id)).all()
+    found = {row[0]: row for row in rows}
+    # Every class, with zeros when the window holds none: one shape, windowed or not.
+    for class_id, name in CLASS_NAMES.items():
+        found.setdefault(class_id, (class_id, name, 0, 0, 0))
     return [
         {
             "class_id": class_id,
@@ -291,7 +295,7 @@ def class_statistics(window):
             "regions": int(regions or 0),
             "area_pixels": int(area or 0),
         }
-        for class_id, name, images, regions, area in rows
+        for class_id, name, images, regions, area in (found[key] for key in sorted(found))
     ]
 
 

@@ -19,7 +19,7 @@ from ..errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
 from ..extensions import db
 from ..models import CLASS_NAMES, DefectClass, Image, Region
 from .imaging import MIME_TYPES, check_image, disk_name, display_name
-from .segformer import CLASS_KEY
+from .segformer import CLASS_KEY, upload_body_size
 from .storage import MB, RESULT_FILES, StorageError, utc_now
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class Limits:
     max_pixels: int
     thumbnail_size: int
     gate_wait: float | None = None
+    max_model_body_bytes: int | None = None  # None: the model service takes any size
 
 
 class ResultsService:
@@ -121,6 +122,11 @@ class ResultsService:
             img_id, result_dir = self.storage.reserve_result_dir(moment)
         except OSError as exc:
             raise storage_error(exc) from None
+        try:
+            self.check_deliverable(data, filename, img_id, checked)
+        except ApiError:
+            self.storage.remove(result_dir)
+            raise
         input_path = self.storage.input_relpath(
             moment, img_id, disk_name(filename, checked.extension)
         )
@@ -130,6 +136,30 @@ class ResultsService:
             self.storage.remove(result_dir)
             raise storage_error(exc) from None
         return Accepted(img_id, result_dir, input_path, display_name(filename), checked)
+
+    def check_deliverable(self, data, filename, img_id, checked):
+        """413 for a file the model service would refuse: its limit is on the whole
+        request body, so a file just under it does not fit with the form's headers."""
+        limit = self.limits.max_model_body_bytes
+        mime_type = MIME_TYPES[checked.format]
+        body = upload_body_size(model_call_name(img_id, checked), mime_type, len(data))
+        if limit is None or body <= limit:
+            return
+        largest = limit - (body - len(data))
+        raise PayloadTooLarge(
+            f"{display_name(filename)} ({len(data):,} bytes) cannot be sent to the model "
+            f"service: with the upload form's headers the request would be {body:,} bytes, "
+            f"over the service's limit of {limit:,} bytes (AOI_MODEL_MAX_BODY_MB). Reduce "
+            f"the file to at most {largest:,} bytes (e.g. save it as a compressed PNG or a "
+            "JPEG), then upload again.",
+            code="FILE_TOO_LARGE_FOR_MODEL",
+            details={
+                "file_bytes": len(data),
+                "request_bytes": body,
+                "model_max_body_bytes": limit,
+                "max_file_bytes": largest,
+            },
+        )
 
     def check(self, data):
         return check_image(
@@ -142,9 +172,7 @@ class ResultsService:
         checked = accepted.checked or self.check(data)
         answer = self.client.analyse(
             data,
-            # Unique per image: the service files inputs and results by second + this
-            # name, so a shared name lets concurrent calls get each other's answers.
-            f"{accepted.img_id}.{checked.extension}",
+            model_call_name(accepted.img_id, checked),
             MIME_TYPES[checked.format],
             slot=self.gate(wait),  # freed before the answer is decoded and checked
             size=(checked.width, checked.height),
@@ -193,6 +221,12 @@ class ResultsService:
         db.session.delete(image)
         commit_or_raise()
         self.storage.remove(*paths)
+
+
+def model_call_name(img_id, checked):
+    """Unique per image: the service files inputs and results by second + this name,
+    so a shared name lets concurrent calls get each other's answers."""
+    return f"{img_id}.{checked.extension}"
 
 
 def id_moment(img_id):

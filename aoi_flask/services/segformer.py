@@ -309,6 +309,15 @@ class SegformerClient:
         return body if isinstance(body, dict) and response.ok else None
 
 
+def upload_body_size(filename, mime_type, size):
+    """Bytes of the request body `analyse` sends for a file of `size` bytes: the
+    multipart form is built the same way (without the file) and measured."""
+    empty = requests.Request(
+        "POST", "http://model/upload", files={"image": (filename, b"", mime_type)}
+    ).prepare()
+    return len(empty.body) + size
+
+
 def bad_response(reason):
     return ModelBadResponse(
         f"The model service sent an answer the agent cannot use: {reason}. Nothing was "
