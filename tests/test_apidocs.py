@@ -176,7 +176,7 @@ def test_file_uploads_are_documented_for_try_it_out(spec):
     images = batch["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     assert images["images"]["type"] == "array"
     assert images["images"]["items"] == {"type": "string", "format": "binary"}
-    assert [p["name"] for p in batch["parameters"]] == ["async"]
+    assert [p["name"] for p in resolve(batch["parameters"], spec)] == ["async"]
 
 
 # ---- the docs pages -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
+from aoi_flask.samples import sample_analysis
 from aoi_flask.simulator import (
     FAILURE_KINDS,
     SimulatorOptions,
@@ -250,7 +251,7 @@ def distance_to_colour(mask: np.ndarray, region: dict, colour) -> float:
 
 def test_measurement_reproduces_the_real_service_sample():
     mask = np.array(Image.open(DATA / "sample_mask.png").convert("RGB"))
-    reference = json.loads((DATA / "sample_analysis.json").read_text())["classes"]
+    reference = sample_analysis()["classes"]
     for key, colour in PALETTE.items():
         measured = measure_mask_regions(cv2.inRange(mask, colour, colour))
         expected = [
@@ -322,7 +323,7 @@ def test_sample_is_inspected_against_its_repeated_cells_like_the_real_model():
     assert elapsed < 3, "budget is < 1 s; generous here for a loaded CI machine"
     # The real model reports 7 regions; the old background pipeline found 151.
     assert 1 <= len(found.regions) <= 20
-    reference = json.loads((DATA / "sample_analysis.json").read_text())["classes"]
+    reference = sample_analysis()["classes"]
     ours = [
         (r.measurements["centroid"]["x"], r.measurements["centroid"]["y"]) for r in found.regions
     ]
