@@ -38,9 +38,7 @@ CATALOGUE = {
     "INVALID_PARAMETER": ErrorEntry(
         400,
         "Invalid request parameters — {fields}",
-        "A parameter out of range",
-        {"fields": "page: must be a whole number from 1 to 1000000"},
-        {"fields": {"page": ["must be a whole number from 1 to 1000000"]}},
+        "A bad parameter (examples: BadInput below)",
     ),
     "NO_FILE": ErrorEntry(
         400,
