@@ -20,11 +20,11 @@ from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter, resolve
 from apispec.ext.marshmallow.common import resolve_schema_instance
 from flasgger import Swagger
 from flasgger.constants import OPTIONAL_FIELDS
-from flask import Blueprint, redirect, request, url_for
+from flask import Blueprint, Flask, redirect, request, url_for
 from marshmallow import INCLUDE, fields
 
 from . import samples, schemas
-from .errors import CATALOGUE, ERROR_RESPONSES, ApiError, BadInput, code_of, message
+from .errors import ERROR_RESPONSES
 
 bp = Blueprint("apidocs", __name__)
 BASE_URL = "http://127.0.0.1:5000"
@@ -123,11 +123,6 @@ def build_components():
 
 
 # ---- components.responses: the error answers, from errors.CATALOGUE --------------------
-SAMPLE_VALUES = {
-    "img_id": samples.SAMPLE_ID,
-    "batch_id": samples.SAMPLE_BATCH,
-    "url": samples.MODEL_URL,
-}
 HTML_PAGE = {
     "description": "The HTML page; its script fills it from the JSON API",
     "headers": {"Content-Security-Policy": {"schema": {"type": "string"}, "description": "Only "
@@ -137,31 +132,11 @@ HTML_PAGE = {
 }  # fmt: skip
 
 
-def error_example(case):
-    """(key, example) of a catalogue entry, or of what the real validation answers a bad input."""
-    if isinstance(case, BadInput):
-        try:
-            schemas.load_or_400(getattr(schemas, case.schema)(), case.data)
-        except ApiError as error:
-            body = {"success": False, "error": error.message, "code": error.code}
-            key = f"{error.code}_{'_'.join(case.data).upper()}"
-            return key, {"summary": case.summary, "value": {**body, "details": error.details}}
-        raise AssertionError(f"{case} is valid input")
-    entry = CATALOGUE[case]
-    values = {**SAMPLE_VALUES, **entry.example}
-    body = {"success": False, "error": message(case, **values), "code": code_of(case)}
-    if entry.details:  # string values are templates too
-        body["details"] = {
-            k: v.format(**values) if isinstance(v, str) else v for k, v in entry.details.items()
-        }
-    return case, {"summary": entry.summary, "value": body}
-
-
 def error_responses():
     built = {"HtmlPage": copy.deepcopy(HTML_PAGE)}
     for key, answer in ERROR_RESPONSES.items():
         content = {"schema": {"$ref": "#/components/schemas/Error"}}
-        content["examples"] = dict(error_example(case) for case in answer.cases)
+        content["examples"] = dict(samples.error_example(case) for case in answer.cases)
         built[key] = {"description": answer.description, "content": {"application/json": content}}
         if answer.headers:
             built[key]["headers"] = copy.deepcopy(answer.headers)
@@ -183,9 +158,19 @@ TAGS = [
 DESCRIPTION = (samples.DATA / "api_description.md").read_text("utf-8")
 
 
-def build_template(app, title, component_schemas, params):
-    with app.test_request_context(base_url=BASE_URL):
-        examples = samples.examples()
+@cache
+def sample_examples():
+    """The examples, with the URLs an agent at BASE_URL hands out (never signed: built on
+    a bare app that has the routes and no keys)."""
+    from . import register_blueprints
+
+    bare = Flask(__name__)
+    register_blueprints(bare)
+    with bare.test_request_context(base_url=BASE_URL):
+        return samples.examples()
+
+
+def build_template(title, component_schemas, params):
     return {
         "info": {"title": title, "version": "1.0.0", "description": DESCRIPTION},
         "servers": [{"url": "/", "description": "This agent"}],
@@ -195,7 +180,7 @@ def build_template(app, title, component_schemas, params):
             "schemas": copy.deepcopy(component_schemas),
             "responses": error_responses(),
             "parameters": copy.deepcopy(params),
-            "examples": examples,
+            "examples": copy.deepcopy(sample_examples()),
             "securitySchemes": {
                 "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "BearerAuth": {"type": "http", "scheme": "bearer"},
@@ -292,6 +277,6 @@ def register_apidocs(app):
     config = swagger_config(app)
     app.config["SWAGGER"] = config
     app.register_blueprint(bp)
-    template = build_template(app, config["title"], component_schemas, params)
+    template = build_template(config["title"], component_schemas, params)
     ApiDocs(app, config=config, template=template, sanitizer=keep_text, query=query)
     app.after_request(docs_headers)

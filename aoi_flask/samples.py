@@ -1,7 +1,8 @@
 """The real sample answer of the model service, shipped once as package data
 (aoi_flask/data; the tests read the same files), and the API's documented examples
 built from it: sample rows made by the same code that stores real results, dumped
-through the same schemas the views use.
+through the same schemas the views use. Error examples: errors.CATALOGUE's messages
+filled with sample values, and what the real validation answers a bad input.
 
 Call `examples()` inside a request context (it builds absolute URLs).
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from . import schemas
-from .errors import CATALOGUE, code_of, message
+from .errors import CATALOGUE, ApiError, BadInput, code_of, message
 from .models import BatchItem
 from .services.imaging import EXTENSIONS, disk_name
 from .services.results import build_rows, id_moment
@@ -339,3 +340,32 @@ def search_row(region, image):
         batch_id=image.batch_id,
         original_filename=image.original_filename,
     )
+
+
+# ---- error examples: the catalogue's messages, and what validation answers bad input ----
+
+ERROR_VALUES = {
+    "img_id": SAMPLE_ID,
+    "batch_id": SAMPLE_BATCH,
+    "url": MODEL_URL,
+}
+
+
+def error_example(case):
+    """(key, example) of a catalogue entry, or of what the real validation answers a bad input."""
+    if isinstance(case, BadInput):
+        try:
+            schemas.load_or_400(getattr(schemas, case.schema)(), case.data)
+        except ApiError as error:
+            body = {"success": False, "error": error.message, "code": error.code}
+            key = f"{error.code}_{'_'.join(case.data).upper()}"
+            return key, {"summary": case.summary, "value": {**body, "details": error.details}}
+        raise AssertionError(f"{case} is valid input")
+    entry = CATALOGUE[case]
+    values = {**ERROR_VALUES, **entry.example}
+    body = {"success": False, "error": message(case, **values), "code": code_of(case)}
+    if entry.details:  # string values are templates too
+        body["details"] = {
+            k: v.format(**values) if isinstance(v, str) else v for k, v in entry.details.items()
+        }
+    return case, {"summary": entry.summary, "value": body}
