@@ -1,5 +1,9 @@
 """One JSON error shape for every failure:
-`{"success": false, "error": "...", "code": "UPPER_SNAKE", "details": {...}}`."""
+`{"success": false, "error": "...", "code": "UPPER_SNAKE", "details": {...}}`.
+
+Every message is written once, in CATALOGUE; code raises `ApiError.of(name, **values)`
+(or a subclass's `.of`). ERROR_RESPONSES groups the entries into the documented error
+answers of /apispec.json, whose examples are the same messages (aoi_flask/samples.py)."""
 
 import logging
 from dataclasses import dataclass, field

@@ -97,6 +97,12 @@ def one_of(choices):
     return validate.OneOf(choices, error="must be one of {choices}")
 
 
+def class_filter():
+    return fields.String(
+        load_default=None, validate=one_of(CLASS_CHOICES), metadata=doc("Only this defect class")
+    )
+
+
 class StrictSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -126,9 +132,7 @@ class UploadOptionsSchema(StrictSchema):
 
 
 class RegionFilterSchema(StrictSchema):
-    class_name = fields.String(
-        load_default=None, validate=one_of(CLASS_CHOICES), metadata=doc("Only this defect class")
-    )
+    class_name = class_filter()
 
 
 class DownloadTypeSchema(Schema):
@@ -191,15 +195,11 @@ def defect_classes(image):
     return {c.class_name: c.total_regions for c in image.classes if c.total_regions}
 
 
-class ImageLinksSchema(Answer):
+class ImageLinksSchema(
+    Answer.from_dict({kind: link(f"Download of the {kind} image") for kind in DOWNLOAD_TYPES})
+):
     class Meta:
         description = "Absolute download URLs"
-
-    input = link("Download of the input image")
-    combined = link("Download of the combined image")
-    mask = link("Download of the mask image")
-    overlay = link("Download of the overlay image")
-    thumbnail = link("Download of the thumbnail image")
 
 
 DEFECT_CLASSES = fields.Dict(
@@ -571,11 +571,6 @@ class BatchFileDoneSchema(ImageResultSchema):
     analysis_results = Shaped(fields.Nested(AnalysisResultsSchema))
 
 
-def optional(field):
-    field.metadata = {**field.metadata, "optional": True}
-    return field
-
-
 class AcceptedFileSchema(Answer):
     class Meta:
         description = "One row per file; refused files carry success, error, code"
@@ -583,9 +578,9 @@ class AcceptedFileSchema(Answer):
     file_index = count()
     filename = fields.String()
     state = fields.String(validate=one_of(FILE_STATES))
-    success = optional(fields.Constant(False))
-    error = optional(fields.String(allow_none=True, metadata=doc("What went wrong")))
-    code = optional(fields.String(allow_none=True, metadata=doc("Error code")))
+    success = fields.Constant(False, metadata=doc(optional=True))
+    error = fields.String(allow_none=True, metadata=doc("What went wrong", optional=True))
+    code = fields.String(allow_none=True, metadata=doc("Error code", optional=True))
 
 
 class BatchAcceptedSchema(BatchLinksSchema):
@@ -694,12 +689,6 @@ class WindowSchema(StrictSchema):
             end_is_date=bool(end and end[1]),
         )
         return data
-
-
-def class_filter():
-    return fields.String(
-        load_default=None, validate=one_of(CLASS_CHOICES), metadata=doc("Only this defect class")
-    )
 
 
 def batch_filter(what):
