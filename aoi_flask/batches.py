@@ -60,9 +60,7 @@ def list_batches():
     ---
     tags: [batches]
     operationId: list_batches
-    parameters:
-      - $ref: '#/components/parameters/Page'
-      - $ref: '#/components/parameters/Limit'
+    x-query: Page
     responses:
       200:
         description: One page of batches

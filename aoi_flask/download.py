@@ -47,11 +47,7 @@ def send_stored(image, kind, download_name):
         if not path.is_file():
             raise FileNotFoundError(relpath)
     except FileNotFoundError:
-        raise NotFound(
-            f"The {kind} file of image {image.img_unique_id} is missing from storage. "
-            "Run `flask aoi fsck` or ask the administrator to restore it from backup.",
-            code="FILE_MISSING",
-        ) from None
+        raise NotFound.of("FILE_MISSING", kind=kind, img_id=image.img_unique_id) from None
     return send_file(
         path,
         mimetype=MIME_BY_SUFFIX.get(path.suffix.lower(), "application/octet-stream"),
@@ -76,14 +72,8 @@ def download_image(img_id, kind):
     operationId: download_image
     parameters:
       - $ref: '#/components/parameters/ImgId'
-      - name: kind
-        in: path
-        required: true
-        description: Which file
-        schema: {type: string, enum: [input, combined, mask, overlay, thumbnail]}
-        example: overlay
-      - $ref: '#/components/parameters/Expires'
-      - $ref: '#/components/parameters/Signature'
+      - $ref: '#/components/parameters/Kind'
+    x-query: SignedLink
     responses:
       200:
         description: The file
@@ -129,8 +119,7 @@ def download_json(img_id):
     operationId: download_json
     parameters:
       - $ref: '#/components/parameters/ImgId'
-      - $ref: '#/components/parameters/Expires'
-      - $ref: '#/components/parameters/Signature'
+    x-query: SignedLink
     responses:
       200:
         description: analysis.json
@@ -173,8 +162,7 @@ def download_batch(batch_id):
     operationId: download_batch
     parameters:
       - $ref: '#/components/parameters/BatchId'
-      - $ref: '#/components/parameters/Expires'
-      - $ref: '#/components/parameters/Signature'
+    x-query: SignedLink
     responses:
       200:
         description: The ZIP

@@ -34,20 +34,7 @@ def list_images():
     ---
     tags: [images]
     operationId: list_images
-    parameters:
-      - $ref: '#/components/parameters/Page'
-      - $ref: '#/components/parameters/Limit'
-      - $ref: '#/components/parameters/StartDate'
-      - $ref: '#/components/parameters/EndDate'
-      - $ref: '#/components/parameters/ClassName'
-      - $ref: '#/components/parameters/BatchFilter'
-      - name: sort
-        in: query
-        description: Order of the rows
-        schema:
-          type: string
-          enum: [newest, oldest, most_defects, fewest_defects]
-          default: newest
+    x-query: ImageList
     responses:
       200:
         description: One page of images
@@ -145,7 +132,7 @@ def get_regions(img_id):
     operationId: get_regions
     parameters:
       - $ref: '#/components/parameters/ImgId'
-      - $ref: '#/components/parameters/ClassName'
+    x-query: RegionFilter
     responses:
       200:
         description: The regions, grouped by class
@@ -211,57 +198,7 @@ def query_defects():
     ---
     tags: [images]
     operationId: query_defects
-    parameters:
-      - $ref: '#/components/parameters/ClassName'
-      - $ref: '#/components/parameters/StartDate'
-      - $ref: '#/components/parameters/EndDate'
-      - name: min_area
-        in: query
-        description: Smallest area_pixels
-        schema: {type: number, minimum: 0}
-      - name: max_area
-        in: query
-        description: Largest area_pixels
-        schema: {type: number, minimum: 0}
-      - name: min_circularity
-        in: query
-        description: Lowest circularity
-        schema: {type: number, minimum: 0}
-      - name: max_circularity
-        in: query
-        description: Highest circularity
-        schema: {type: number, minimum: 0}
-      - name: min_aspect_ratio
-        in: query
-        description: Lowest aspect ratio
-        schema: {type: number, minimum: 0}
-      - name: max_aspect_ratio
-        in: query
-        description: Highest aspect ratio
-        schema: {type: number, minimum: 0}
-      - name: batch_id
-        in: query
-        description: Only regions of images of this batch
-        schema: {type: string, maxLength: 64}
-      - name: img_unique_id
-        in: query
-        description: Only regions of this image
-        schema: {type: string, maxLength: 255}
-        example: 20260224_173819_AB12CD
-      - $ref: '#/components/parameters/Page'
-      - $ref: '#/components/parameters/Limit'
-      - name: sort
-        in: query
-        description: Order of the rows
-        schema:
-          type: string
-          enum: [newest, oldest, area_desc, area_asc, circularity_desc, circularity_asc,
-                 aspect_ratio_desc, aspect_ratio_asc]
-          default: newest
-      - name: format
-        in: query
-        description: "`csv` streams the rows as a CSV attachment (defects.csv)"
-        schema: {type: string, enum: [json, csv], default: json}
+    x-query: DefectQuery
     responses:
       200:
         description: One page of regions (JSON), or every matching row (CSV)
@@ -321,9 +258,7 @@ def stats():
     ---
     tags: [images]
     operationId: stats
-    parameters:
-      - $ref: '#/components/parameters/StartDate'
-      - $ref: '#/components/parameters/EndDate'
+    x-query: Window
     responses:
       200:
         description: The statistics

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from flask import current_app, request
 from flask_cors import CORS
 
-from .errors import ApiError
+from .errors import AUTHENTICATE, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,6 @@ OPEN_BLUEPRINTS = frozenset({"ui", "flasgger"})
 SIGNED_BLUEPRINT = "download"
 CORS_EXPOSE_HEADERS = ["Location", "Retry-After", "X-Request-ID", "Content-Disposition"]
 CORS_ALLOW_HEADERS = ["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"]
-HOW_TO_SEND = (
-    "Send it in the X-API-Key header (curl -H 'X-API-Key: <key>') "
-    "or as 'Authorization: Bearer <key>'."
-)
-AUTHENTICATE = 'Bearer realm="AOI Inference Agent"'
 MIN_KEY_LENGTH = 16
 
 
@@ -108,15 +103,10 @@ def check_access():
         verify_signature()
         return None
     if not given:
-        raise AuthError(
-            f"This endpoint needs an API key. {HOW_TO_SEND} Ask the administrator for a key.",
-            headers={"WWW-Authenticate": AUTHENTICATE},
-        )
+        raise AuthError.of("AUTH_REQUIRED", headers={"WWW-Authenticate": AUTHENTICATE})
     log.warning("refused an invalid API key for %s %s", request.method, request.path)
-    raise AuthError(
-        f"The API key is not valid. Check it for typos or ask the administrator for a "
-        f"current key. {HOW_TO_SEND}",
-        code="AUTH_INVALID",
+    raise AuthError.of(
+        "AUTH_INVALID",
         headers={"WWW-Authenticate": f'{AUTHENTICATE}, error="invalid_token"'},
     )
 
@@ -170,16 +160,10 @@ def verify_signature():
     if not expires.isdigit() or not hmac.compare_digest(
         given.encode("utf-8"), signature_for(path, expires).encode()
     ):
-        raise SignatureError(
-            "The link's signature is not valid (it was changed, or it belongs to another "
-            "file). Get a fresh link from the API (e.g. GET /images/<id>), or send your "
-            f"API key instead. {HOW_TO_SEND}"
-        )
+        raise SignatureError.of("SIGNATURE_INVALID")
     if int(expires) < time.time():
-        raise SignatureError(
-            "This download link has expired. Get a fresh link from the API "
-            "(e.g. GET /images/<id> or GET /batches/<id>), or send your API key instead.",
-            code="SIGNATURE_EXPIRED",
+        raise SignatureError.of(
+            "SIGNATURE_EXPIRED",
             details={"expired_at": int(expires)},
         )
 

@@ -66,13 +66,7 @@ def upload_image():
     ---
     tags: [upload]
     operationId: upload_image
-    parameters:
-      - name: include_images
-        in: query
-        description: >-
-          Also return `overlay_image`, `combined_image` and `mask_image` as base64
-          (also accepted as a form field)
-        schema: {type: boolean, default: false}
+    x-query: UploadOptions
     requestBody:
       required: true
       content:
@@ -115,11 +109,7 @@ def upload_image():
     options = load_or_400(UploadOptionsSchema(), {**request.args, **request.form})
     file = request.files.get("image")
     if file is None:
-        raise ApiError(
-            "No file in field 'image'. Send the image as multipart/form-data field "
-            "'image' (curl: -F image=@wafer.jpg).",
-            code="NO_FILE",
-        )
+        raise ApiError.of("NO_FILE")
     data = read_upload(file)
     stored = services().results.analyse_upload(data, submitted_filename(file))
     body = ImageResultSchema().dump(stored.image)
@@ -141,16 +131,12 @@ def read_batch_files():
     request.max_form_parts = limit + 100
     files = request.files.getlist("images")
     if not files:
-        raise ApiError(
-            "No files in field 'images'. Send each image as a multipart/form-data field "
-            "'images' (curl: -F images=@a.jpg -F images=@b.jpg).",
-            code="NO_FILES",
-        )
+        raise ApiError.of("NO_FILES")
     if len(files) > limit:
-        raise ApiError(
-            f"{len(files)} files sent; a batch takes at most {limit}. Split it into "
-            "several batches.",
-            code="TOO_MANY_FILES",
+        raise ApiError.of(
+            "TOO_MANY_FILES",
+            received=len(files),
+            limit=limit,
             details={"max_batch_files": limit, "received": len(files)},
         )
     return [(submitted_filename(file), read_upload(file)) for file in files]
@@ -171,13 +157,7 @@ def upload_batch():
     ---
     tags: [upload]
     operationId: upload_batch
-    parameters:
-      - name: async
-        in: query
-        description: >-
-          Answer 202 as soon as the inputs are saved instead of waiting for the
-          results (also accepted as a form field)
-        schema: {type: boolean, default: false}
+    x-query: BatchOptions
     requestBody:
       required: true
       content:

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from aoi_flask.apidocs import SAMPLE_BATCH, SAMPLE_ID
+from aoi_flask.samples import SAMPLE_BATCH, SAMPLE_ID
 
 
 def restore_private_nodeid():

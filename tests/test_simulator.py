@@ -17,6 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
+from aoi_flask.samples import sample_analysis
 from aoi_flask.simulator import (
     FAILURE_KINDS,
     SimulatorOptions,
@@ -250,7 +251,7 @@ def distance_to_colour(mask: np.ndarray, region: dict, colour) -> float:
 
 def test_measurement_reproduces_the_real_service_sample():
     mask = np.array(Image.open(DATA / "sample_mask.png").convert("RGB"))
-    reference = json.loads((DATA / "sample_analysis.json").read_text())["classes"]
+    reference = sample_analysis()["classes"]
     for key, colour in PALETTE.items():
         measured = measure_mask_regions(cv2.inRange(mask, colour, colour))
         expected = [
@@ -314,7 +315,7 @@ def sample_gray() -> np.ndarray:
 
 
 def real_regions(key: str) -> list[dict]:
-    return json.loads((DATA / "sample_analysis.json").read_text())["classes"][key]["regions"]
+    return sample_analysis()["classes"][key]["regions"]
 
 
 def test_sample_is_inspected_against_its_repeated_cells_like_the_real_model():

@@ -45,10 +45,9 @@ class _GateSlot:
 
     def __enter__(self):
         if not self.gate._semaphore.acquire(timeout=self.wait):
-            raise ServiceUnavailable(
-                f"All {self.gate.limit} model slots are busy. Try again shortly, or send "
-                "many images as one batch (POST /upload/batch), which queues them.",
-                code="MODEL_BUSY",
+            raise ServiceUnavailable.of(
+                "MODEL_BUSY",
+                limit=self.gate.limit,
                 headers={"Retry-After": self.gate.retry_after},
             )
         with self.gate._lock:
@@ -106,15 +105,12 @@ class ResultsService:
     def accept(self, data, filename):
         """Check the bytes, claim an image id and save the input (atomically)."""
         if not filename:
-            raise ApiError(
-                "The uploaded file has no name. Choose a file (curl: -F image=@wafer.jpg).",
-                code="EMPTY_FILENAME",
-            )
+            raise ApiError.of("EMPTY_FILENAME")
         if len(data) > self.limits.max_upload_bytes:
-            raise PayloadTooLarge(
-                f"{display_name(filename)} is larger than "
-                f"{self.limits.max_upload_bytes // MB} MB. Reduce its size, then upload again.",
-                code="FILE_TOO_LARGE",
+            raise PayloadTooLarge.of(
+                "FILE_TOO_LARGE",
+                name=display_name(filename),
+                limit=self.limits.max_upload_bytes // MB,
             )
         checked = self.check(data)
         moment = utc_now()
@@ -146,13 +142,13 @@ class ResultsService:
         if limit is None or body <= limit:
             return
         largest = limit - (body - len(data))
-        raise PayloadTooLarge(
-            f"{display_name(filename)} ({len(data):,} bytes) cannot be sent to the model "
-            f"service: with the upload form's headers the request would be {body:,} bytes, "
-            f"over the service's limit of {limit:,} bytes (AOI_MODEL_MAX_BODY_MB). Reduce "
-            f"the file to at most {largest:,} bytes (e.g. save it as a compressed PNG or a "
-            "JPEG), then upload again.",
-            code="FILE_TOO_LARGE_FOR_MODEL",
+        raise PayloadTooLarge.of(
+            "FILE_TOO_LARGE_FOR_MODEL",
+            name=display_name(filename),
+            file_bytes=len(data),
+            request_bytes=body,
+            model_max_body_bytes=limit,
+            max_file_bytes=largest,
             details={
                 "file_bytes": len(data),
                 "request_bytes": body,
@@ -241,10 +237,7 @@ def analysis_bytes(analysis):
 
 
 def storage_error(exc):
-    return StorageError(
-        f"Files could not be written to disk ({exc.strerror or exc}). Check free space "
-        "and permissions of the storage folder; nothing was stored.",
-    )
+    return StorageError.of("STORAGE_ERROR", reason=exc.strerror or exc)
 
 
 def build_rows(accepted, moment, answer, paths, model_name, batch_id):
@@ -344,26 +337,19 @@ def commit_or_raise():
 
 def database_error(exc):
     if isinstance(exc, OperationalError):
-        return ServiceUnavailable(
-            "The database is not reachable right now; nothing was stored. Try again in a "
-            "moment; if it persists, check the database server (see /health).",
-            code="DATABASE_UNAVAILABLE",
+        return ServiceUnavailable.of(
+            "DATABASE_LOST_WRITE",
             headers={"Retry-After": 10},
         )
-    return ApiError(
-        "The database refused the write; nothing was stored. Try again; if it persists, "
-        "report it with the time of the request.",
-        code="DATABASE_ERROR",
-        status=500,
-    )
+    return ApiError.of("DATABASE_ERROR")
 
 
 def get_image(img_id):
     image = db.session.get(Image, img_id)
     if image is None:
-        raise NotFound(
-            f"No image with id {img_id!r}. Check the id, or list images with GET /images.",
-            code="IMAGE_NOT_FOUND",
+        raise NotFound.of(
+            "IMAGE_NOT_FOUND",
+            img_id=img_id,
         )
     return image
 
