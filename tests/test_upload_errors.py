@@ -232,14 +232,14 @@ def test_disk_failure_removes_written_files(
     app, client, model_service, storage_root, sample_input, monkeypatch
 ):
     storage = app.extensions["aoi"].storage
-    real_write = storage.write_atomic
+    real_write = storage.write_temp
 
-    def fail_on_overlay(relpath, data):
-        if relpath.endswith("overlay.png"):
+    def fail_on_overlay(target, data):
+        if target.name == "overlay.png":
             raise OSError(28, "No space left on device")
-        return real_write(relpath, data)
+        return real_write(target, data)
 
-    monkeypatch.setattr(storage, "write_atomic", fail_on_overlay)
+    monkeypatch.setattr(storage, "write_temp", fail_on_overlay)
     body = assert_error(upload(client, sample_input), 507, "STORAGE_ERROR")
     assert "No space left" in body["error"]
     assert_nothing_stored(app, storage_root)
@@ -270,8 +270,11 @@ def test_an_answer_for_another_image_gives_502_and_stores_nothing(
     assert response.status_code == 502
     assert response.get_json()["code"] == "MODEL_BAD_RESPONSE"
     assert "another image" in response.get_json()["error"]
-    assert not [f for f in stored_files(storage_root) if f.startswith(("results/", "uploads/"))
-                and not f.endswith(".gitkeep")]
+    assert not [
+        f
+        for f in stored_files(storage_root)
+        if f.startswith(("results/", "uploads/")) and not f.endswith(".gitkeep")
+    ]
 
 
 def test_timestamp_is_the_second_of_the_image_id(client, model_service, sample_input, app):
