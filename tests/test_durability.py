@@ -1,15 +1,22 @@
 """Stored files are fsync'ed (file, then its folder) before acknowledgement; PNG structure check."""
 
 import io
+import json
 import os
+import random
+import signal
+import subprocess
+import sys
+import time
 import zlib
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import MODEL_URL
 from helpers import upload
 from PIL import Image as PilImage
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 
 from aoi_flask.extensions import db
 from aoi_flask.models import Image
@@ -176,3 +183,228 @@ def test_png_size_refuses_data_shorter_than_ihdr_says():
     ihdr[21:25] = zlib.crc32(bytes(ihdr[4:21])).to_bytes(4, "big")
     with pytest.raises(ValueError, match="inflates"):
         png_size(data[:8] + bytes(ihdr) + data[33:])
+
+
+# ---- the process killed (SIGKILL) at each step of an upload ----------------------------------
+
+# Runs uploads in a child process that kills itself with SIGKILL at one step (the
+# same as being killed there). Each 201 is printed as it is acknowledged.
+CHILD = r"""
+import json, os, signal, sys
+settings = json.loads(sys.argv[1])
+sys.path.insert(0, settings["tests"])
+import requests_mock
+from flask import Flask
+from helpers import echo, upload
+from aoi_flask import create_app
+from aoi_flask.config import TestingConfig
+from aoi_flask.services import results, storage
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+class HalfWriter:
+    # A file handle that dies after writing half of what it is given.
+    def __init__(self, handle):
+        self.handle = handle
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.handle.__exit__(*exc)
+    def write(self, data):
+        self.handle.write(data[: len(data) // 2])
+        self.handle.flush()
+        die()
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+step = settings["step"]
+if step == "input_saved":
+    results.ResultsService.process = die
+elif step == "mid_write":
+    real_fdopen, opened = os.fdopen, []
+    def fdopen(fd, *args, **kwargs):
+        opened.append(fd)
+        handle = real_fdopen(fd, *args, **kwargs)
+        return HalfWriter(handle) if len(opened) == 4 else handle  # input, combined, mask, overlay
+    storage.os.fdopen = fdopen
+elif step == "before_rename":
+    storage.os.replace = lambda *a: die() if "/results/" in str(a[1]) else os.rename(*a)
+elif step == "files_synced":
+    results.insert_image = die
+elif step == "rows_inserted":
+    results.commit_or_raise = die
+elif step == "committed":
+    results.ImageRows.view = die
+
+app = create_app(TestingConfig, **settings["config"])
+client = app.test_client()
+answer = json.loads(open(settings["answer"]).read())
+data = open(settings["input"], "rb").read()
+with requests_mock.Mocker() as mock:
+    mock.post(settings["model"] + "/upload", json=echo(answer))
+    mock.get(settings["model"] + "/api/model/current", json={"model_name": "m"})
+    for _ in range(settings["uploads"]):
+        response = upload(client, data)
+        body = response.get_json()
+        print(json.dumps([response.status_code, body.get("img_unique_id")]), flush=True)
+"""
+TESTS = Path(__file__).parent
+DATA = TESTS / "data"
+
+
+def start_child(app, sample_answer, tmp_path, step, uploads=1):
+    answer = tmp_path / "answer.json"
+    if not answer.exists():
+        answer.write_text(json.dumps(sample_answer))
+    settings = {
+        "tests": str(TESTS),
+        "step": step,
+        "uploads": uploads,
+        "answer": str(answer),
+        "input": str(DATA / "segformer_input.jpeg"),
+        "model": MODEL_URL,
+        "config": {
+            "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+            "STORAGE_ROOT": app.config["STORAGE_ROOT"],
+            "MODEL_SERVICE_URL": MODEL_URL,
+            "LOG_LEVEL": "WARNING",
+        },
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(settings)],
+        cwd=TESTS.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def image_count(app):
+    with app.app_context():
+        db.session.rollback()
+        return db.session.scalar(select(func.count()).select_from(Image))
+
+
+def assert_intact(app, img_ids, sample_images):
+    """Each acknowledged image: its rows, and its files byte for byte."""
+    root = Path(app.config["STORAGE_ROOT"])
+    with app.app_context():
+        for img_id in img_ids:
+            image = db.session.get(Image, img_id)
+            assert image is not None, f"acknowledged {img_id} is lost"
+            assert len(image.classes) == 4
+            assert sum(len(c.regions) for c in image.classes) == image.total_defects == 7
+            for kind, path in (
+                ("combined", image.result_image_1_path),
+                ("mask", image.result_image_2_path),
+                ("overlay", image.result_image_3_path),
+            ):
+                assert (root / path).read_bytes() == sample_images[kind]
+            assert (root / image.input_image_path).read_bytes() == (
+                DATA / "segformer_input.jpeg"
+            ).read_bytes()
+
+
+def leftovers(app):
+    root = Path(app.config["STORAGE_ROOT"])
+    return sorted(
+        p.relative_to(root).as_posix()
+        for top in ("uploads", "results")
+        for p in (root / top).rglob("*")
+        if p.name != ".gitkeep" and (p.is_file() or p.parent.parent.name == "results")
+    )
+
+
+def fsck(app, *args):
+    result = app.test_cli_runner().invoke(args=["aoi", "fsck", "--json", *args])
+    return result.exit_code, json.loads(result.output)
+
+
+RESULTS = ["analysis.json", "combined.png", "mask.png", "overlay.png", "thumbnail.jpg"]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    "step, result_files",
+    [
+        ("input_saved", []),  # before the model call: the input and an empty folder
+        ("mid_write", [".tmp.png"] * 3),  # the third result file half written
+        ("before_rename", sorted([".tmp.jpg", ".tmp.json"] + [".tmp.png"] * 3)),  # all synced
+        ("files_synced", RESULTS),  # every file in place, no rows yet
+        ("rows_inserted", RESULTS),  # rows inserted, the transaction not committed
+    ],
+)
+def test_killed_before_the_commit_leaves_nothing_fsck_cannot_remove(
+    make_app, sample_answer, tmp_path, step, result_files
+):
+    app = make_app()
+    child = start_child(app, sample_answer, tmp_path, step)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL, err[-3000:]
+    assert out == ""  # nothing was acknowledged
+    assert image_count(app) == 0
+    left = leftovers(app)
+    (result_dir,) = [path for path in left if path.startswith("results/") and path.count("/") == 2]
+    names = sorted(
+        ".tmp" + Path(name).suffix if name.startswith(".tmp-") else name
+        for name in os.listdir(Path(app.config["STORAGE_ROOT"]) / result_dir)
+    )
+    assert names == result_files
+    status, report = fsck(app)
+    assert status == 1
+    assert report["before"]["by_kind"] == {"orphan_file": 1, "orphan_dir": 1}  # input, folder
+    status, report = fsck(app, "--repair")
+    assert status == 0, report
+    assert report["after"]["problem_count"] == 0
+    assert leftovers(app) == []
+    assert fsck(app)[0] == 0
+
+
+@pytest.mark.faults
+def test_killed_after_the_commit_the_image_is_complete(
+    make_app, sample_answer, sample_images, tmp_path
+):
+    app = make_app()
+    child = start_child(app, sample_answer, tmp_path, "committed")
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL, err[-3000:]
+    with app.app_context():
+        img_ids = db.session.scalars(select(Image.img_unique_id)).all()
+    assert len(img_ids) == 1
+    assert_intact(app, img_ids, sample_images)
+    status, report = fsck(app)
+    assert (status, report["before"]["problem_count"]) == (0, 0), report
+
+
+@pytest.mark.faults
+def test_killed_at_random_moments_nothing_acknowledged_is_lost(
+    make_app, sample_answer, sample_images, tmp_path, capsys
+):
+    """Uploads run back to back; the process is killed at a random moment after a few
+    201s, three times. Every acknowledged image survives complete, and fsck --repair
+    removes only what the kill cut off."""
+    app = make_app()
+    rng = random.Random(13)
+    acknowledged, repaired = [], []
+    for _ in range(3):
+        child = start_child(app, sample_answer, tmp_path, "none", uploads=100)
+        for _ in range(rng.randint(1, 3)):
+            status, img_id = json.loads(child.stdout.readline())
+            assert status == 201
+            acknowledged.append(img_id)
+        time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside the next upload
+        child.kill()
+        out, _ = child.communicate(timeout=60)
+        acknowledged += [json.loads(line)[1] for line in out.splitlines()]
+        assert child.returncode == -signal.SIGKILL
+        status, report = fsck(app, "--repair")
+        assert status == 0, report
+        repaired.append(report["before"]["by_kind"])
+        assert_intact(app, acknowledged, sample_images)
+    assert image_count(app) >= len(acknowledged)
+    with capsys.disabled():
+        print(
+            f"\n[faults] killed 3 times: {len(acknowledged)} acknowledged, all intact; "
+            f"fsck --repair found {repaired}"
+        )
