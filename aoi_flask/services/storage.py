@@ -10,6 +10,7 @@ import secrets
 import shutil
 import string
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from ..errors import ApiError
 MB = 1024 * 1024
 ID_ALPHABET = string.ascii_uppercase + string.digits
 RESULT_FILES = ("combined.png", "mask.png", "overlay.png", "analysis.json", "thumbnail.jpg")
+
+
+# Writes and syncs the files of one image side by side (the GIL is released meanwhile).
+WRITERS = ThreadPoolExecutor(8, thread_name_prefix="aoi-write")
 
 
 class StorageError(ApiError):
@@ -85,15 +90,22 @@ class Storage:
         return relpath
 
     def write_files(self, files):
-        """Write {relpath: bytes} atomically: each to a temporary file (synced), then
-        all renamed, then each folder touched synced once. When it returns, every
-        file and its directory entry are on disk (with fsync on)."""
-        staged, changed = [], set()
+        """Write {relpath: bytes} atomically: each to a temporary file, synced (side by
+        side: the disk merges concurrent syncs into one journal commit), then all
+        renamed, then each folder touched synced once. When it returns, every file and
+        its directory entry are on disk (with fsync on)."""
+        writes, changed = {}, set()
+        for relpath, data in files.items():
+            target = self.path(relpath)
+            changed |= self.make_dirs(target.parent)
+            writes[target] = WRITERS.submit(self.write_temp, target, data)
+        failures = [write.exception() for write in writes.values() if write.exception()]
+        staged = [
+            (write.result(), target) for target, write in writes.items() if not write.exception()
+        ]
         try:
-            for relpath, data in files.items():
-                target = self.path(relpath)
-                changed |= self.make_dirs(target.parent)
-                staged.append((self.write_temp(target, data), target))
+            if failures:
+                raise failures[0]
             for tmp, target in staged:
                 os.replace(tmp, target)
                 changed.add(target.parent)
