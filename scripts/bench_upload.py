@@ -11,10 +11,11 @@ AOI_FSYNC=true) as subprocesses on loopback ports, then:
 1. sequential uploads of the 1792x1792 sample input: the agent's overhead per upload
    (client time minus the model time the answer states, which is ~0 for the stub),
    p50/p95, and the agent's CPU per upload;
-2. the floor, timed in this process on the same answer bytes: JSON parse, strict
-   base64 decode, PNG structure check (png_size: chunk CRCs and inflated size), the
-   write of the same bytes (6 files, each fsync'ed, and their folder) and the input's
-   thumbnail; the overhead / floor ratio;
+2. the floor, timed in this process on the same answer bytes after each upload (so
+   both see the same machine): JSON parse, strict base64 decode, PNG structure check
+   (png_size: chunk CRCs and inflated size), the write of the same bytes (6 files,
+   each fsync'ed, and their folder) and the input's thumbnail; the overhead / floor
+   ratio, and the agent's CPU per upload next to the floor's CPU;
 3. the agent's CPU per image of a batch (POST /upload/batch of the sample input);
 4. the agent's peak RSS growth during one upload against the answer's size
    (VmRSS sampled every 2 ms; the first upload of a fresh agent, and the largest of
