@@ -152,3 +152,35 @@ def test_concurrent_uploads_get_distinct_ids(app, model_service, sample_input):
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(one, range(8)))
     assert len(set(ids)) == 8
+
+
+def test_rows_are_inserted_with_one_statement_per_table(app, client, model_service, sample_input):
+    """No ORM object per region: the image, its classes and its regions are one INSERT
+    (an executemany for the lists) each, in one transaction."""
+    from sqlalchemy import event
+
+    from aoi_flask.extensions import db
+
+    inserts, commits = [], []
+
+    def on_execute(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT"):
+            table = statement.split()[2].strip('`"')
+            rows = len(parameters) if executemany else 1
+            inserts.append((table, rows))
+
+    def on_commit(conn):
+        commits.append(conn)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_commit)
+    try:
+        response = upload(client, sample_input)
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_commit)
+    assert response.status_code == 201
+    assert inserts == [("images", 1), ("classes", 4), ("regions", 7)]
+    assert len(commits) == 1

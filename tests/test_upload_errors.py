@@ -233,14 +233,14 @@ def test_disk_failure_removes_written_files(
     app, client, model_service, storage_root, sample_input, monkeypatch
 ):
     storage = app.extensions["aoi"].storage
-    real_write = storage.write_atomic
+    real_write = storage.write_temp
 
-    def fail_on_overlay(relpath, data):
-        if relpath.endswith("overlay.png"):
+    def fail_on_overlay(target, data):
+        if target.name == "overlay.png":
             raise OSError(28, "No space left on device")
-        return real_write(relpath, data)
+        return real_write(target, data)
 
-    monkeypatch.setattr(storage, "write_atomic", fail_on_overlay)
+    monkeypatch.setattr(storage, "write_temp", fail_on_overlay)
     body = assert_error(upload(client, sample_input), 507, "STORAGE_ERROR")
     assert "No space left" in body["error"]
     assert_nothing_stored(app, storage_root)

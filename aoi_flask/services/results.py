@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
@@ -178,10 +178,10 @@ class ResultsService:
         written = []
         try:
             paths = self._write_results(accepted.result_dir, answer, checked.thumbnail, written)
-            moment = id_moment(accepted.img_id)
-            image = build_rows(accepted, moment, answer, paths, model_name, batch_id)
-            image.stored_bytes = len(data) + sum(written)
-            commit_image(image)
+            rows = image_rows(accepted, answer, paths, model_name, batch_id)
+            rows.image["stored_bytes"] = len(data) + sum(written)
+            insert_image(rows)
+            image = rows.view()
         except Exception:
             stored = stored_anyway(accepted.img_id)
             if stored is None:
@@ -195,6 +195,7 @@ class ResultsService:
         return StoredResult(image, answer)
 
     def _write_results(self, result_dir, answer, thumbnail, written):
+        """All five files, each synced, then their folder: durable before the commit."""
         files = {
             "combined": ("combined.png", answer.images["combined"]),
             "mask": ("mask.png", answer.images["mask"]),
@@ -202,13 +203,12 @@ class ResultsService:
             "json": ("analysis.json", analysis_bytes(answer.analysis)),
             "thumbnail": ("thumbnail.jpg", thumbnail),
         }
-        paths = {}
+        paths = {kind: f"{result_dir}/{name}" for kind, (name, _) in files.items()}
         try:
-            for kind, (name, content) in files.items():
-                paths[kind] = self.storage.write_atomic(f"{result_dir}/{name}", content)
-                written.append(len(content))
+            self.storage.write_files({paths[kind]: content for kind, (_, content) in files.items()})
         except OSError as exc:
             raise storage_error(exc) from None
+        written.extend(len(content) for _, content in files.values())
         return paths
 
     def delete(self, img_id):
@@ -240,77 +240,97 @@ def storage_error(exc):
     return StorageError.of("STORAGE_ERROR", reason=exc.strerror or exc)
 
 
-def build_rows(accepted, moment, answer, paths, model_name, batch_id):
+@dataclass
+class ImageRows:
+    """One image's rows as plain dicts, inserted with one executemany per table."""
+
+    image: dict
+    classes: list
+    regions: list
+
+    def view(self):
+        """The stored image as (transient) objects for the answer, without reading back."""
+        image = Image(**self.image)
+        image.classes = [DefectClass(**row) for row in self.classes]
+        return image
+
+
+def image_rows(accepted, answer, paths, model_name, batch_id):
     img_id = accepted.img_id
-    image = Image(
-        img_unique_id=img_id,
-        image_height=answer.height,
-        image_width=answer.width,
-        processing_time_seconds=answer.processing_time,
-        timestamp=moment,
-        input_image_path=accepted.input_path,
-        result_image_1_path=paths["combined"],
-        result_image_2_path=paths["mask"],
-        result_image_3_path=paths["overlay"],
-        analysis_json_path=paths["json"],
-        thumbnail_path=paths["thumbnail"],
-        original_filename=accepted.display_name,
-        model_name=model_name,
-        batch_id=batch_id,
-        total_defects=answer.total_defects,
-    )
-    classes = {}
-    for key, item in answer.analysis["classes"].items():
-        classes[item["class_id"]] = build_class(img_id, CLASS_KEY.match(key).group(2), item)
-    for class_id, name in CLASS_NAMES.items():
-        classes.setdefault(
-            class_id,
-            build_class(
-                img_id,
-                name,
-                {"class_id": class_id, "total_regions": 0, "total_area_pixels": 0, "regions": []},
-            ),
+    image = {
+        "img_unique_id": img_id,
+        "image_height": answer.height,
+        "image_width": answer.width,
+        "processing_time_seconds": answer.processing_time,
+        "timestamp": id_moment(img_id),
+        "input_image_path": accepted.input_path,
+        "result_image_1_path": paths["combined"],
+        "result_image_2_path": paths["mask"],
+        "result_image_3_path": paths["overlay"],
+        "analysis_json_path": paths["json"],
+        "thumbnail_path": paths["thumbnail"],
+        "original_filename": accepted.display_name,
+        "model_name": model_name,
+        "batch_id": batch_id,
+        "total_defects": answer.total_defects,
+    }
+    items = {item["class_id"]: (key, item) for key, item in answer.analysis["classes"].items()}
+    classes, regions = [], []
+    # All four classes get a row, empty ones too, in class id order.
+    for class_id in sorted({*items, *CLASS_NAMES}):
+        key, item = items.get(class_id, (None, None))
+        name = CLASS_KEY.match(key).group(2) if key else CLASS_NAMES[class_id]
+        class_unique_id = f"{img_id}_{class_id}"
+        classes.append(
+            {
+                "class_unique_id": class_unique_id,
+                "img_unique_id": img_id,
+                "class_id": class_id,
+                "class_name": name,
+                "total_regions": item["total_regions"] if item else 0,
+                "total_area_pixels": item["total_area_pixels"] if item else 0,
+            }
         )
-    image.classes = [classes[class_id] for class_id in sorted(classes)]
-    return image
+        for region in item["regions"] if item else ():
+            regions.append(region_row(img_id, class_unique_id, region))
+    return ImageRows(image, classes, regions)
 
 
-def build_class(img_id, name, item):
-    class_unique_id = f"{img_id}_{item['class_id']}"
-    defect_class = DefectClass(
-        class_unique_id=class_unique_id,
-        img_unique_id=img_id,
-        class_id=item["class_id"],
-        class_name=name,
-        total_regions=item["total_regions"],
-        total_area_pixels=item["total_area_pixels"],
-    )
-    defect_class.regions = [
-        Region(
-            region_unique_id=f"{class_unique_id}_{region['region_id']}",
-            class_unique_id=class_unique_id,
-            img_unique_id=img_id,
-            region_id=region["region_id"],
-            centroid_x=region["centroid"]["x"],
-            centroid_y=region["centroid"]["y"],
-            bbox_x=region["bounding_box"]["x"],
-            bbox_y=region["bounding_box"]["y"],
-            bbox_width=region["bounding_box"]["width"],
-            bbox_height=region["bounding_box"]["height"],
-            area_pixels=region["area_pixels"],
-            perimeter=region["perimeter"],
-            major_axis=region["major_axis"],
-            minor_axis=region["minor_axis"],
-            circularity=region["circularity"],
-            aspect_ratio=region["aspect_ratio"],
-        )
-        for region in item["regions"]
-    ]
-    return defect_class
+def region_row(img_id, class_unique_id, region):
+    centroid, box = region["centroid"], region["bounding_box"]
+    return {
+        "region_unique_id": f"{class_unique_id}_{region['region_id']}",
+        "class_unique_id": class_unique_id,
+        "img_unique_id": img_id,
+        "region_id": region["region_id"],
+        "centroid_x": centroid["x"],
+        "centroid_y": centroid["y"],
+        "bbox_x": box["x"],
+        "bbox_y": box["y"],
+        "bbox_width": box["width"],
+        "bbox_height": box["height"],
+        "area_pixels": region["area_pixels"],
+        "perimeter": region["perimeter"],
+        "major_axis": region["major_axis"],
+        "minor_axis": region["minor_axis"],
+        "circularity": region["circularity"],
+        "aspect_ratio": region["aspect_ratio"],
+    }
 
 
-def commit_image(image):
-    db.session.add(image)
+def insert_image(rows):
+    """The image, its class rows and its regions in one transaction: Core inserts,
+    one executemany per table (no ORM object per region)."""
+    session = db.session
+    try:
+        session.execute(insert(Image.__table__), [rows.image])
+        session.execute(insert(DefectClass.__table__), rows.classes)
+        if rows.regions:
+            session.execute(insert(Region.__table__), rows.regions)
+    except SQLAlchemyError as exc:
+        session.rollback()
+        log.exception("database write failed")
+        raise database_error(exc) from None
     commit_or_raise()
 
 
