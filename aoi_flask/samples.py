@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 from . import schemas
 from .errors import CATALOGUE, ApiError, BadInput, code_of, message
-from .models import BatchItem
+from .models import BatchItem, Region
 from .services.imaging import EXTENSIONS, disk_name
-from .services.results import build_rows, id_moment
+from .services.results import id_moment, image_rows
 from .services.storage import RESULT_FILES
 
 DATA = Path(__file__).parent / "data"
@@ -65,7 +65,14 @@ def sample_image(img_id=SAMPLE_ID, filename=None, batch_id=None):
     )
     paths = {kind: f"{result_dir}/{name}" for kind, name in zip(kinds, RESULT_FILES, strict=True)}
     model = sample_service()["model_current"]["model_name"]
-    image = build_rows(accepted, moment, model_answer, paths, model, batch_id)
+    rows = image_rows(accepted, model_answer, paths, model, batch_id)
+    image = rows.view()
+    for defect_class in image.classes:
+        defect_class.regions = [
+            Region(**row)
+            for row in rows.regions
+            if row["class_unique_id"] == defect_class.class_unique_id
+        ]
     image.created_at = moment
     return image
 

@@ -235,7 +235,11 @@ elif step == "files_synced":
 elif step == "rows_inserted":
     results.commit_or_raise = die
 elif step == "committed":
-    results.ImageRows.view = die
+    real_commit = results.commit_or_raise
+    def commit_then_die():
+        real_commit()
+        die()
+    results.commit_or_raise = commit_then_die
 
 app = create_app(TestingConfig, **settings["config"])
 client = app.test_client()
