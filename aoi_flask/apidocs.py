@@ -1377,6 +1377,7 @@ TAGS = [
         "and statistics",
     ),
     ("batches", "Progress of batch uploads, retries, the batch list"),
+    ("review", "Dispositions of detected regions by QC reviewers, and their log"),
     ("download", "Stored inputs, result images, analysis JSON and batch ZIPs, byte for byte"),
     ("system", "Health of the agent and everything it depends on; the docs"),
     ("ui", "Web pages for QC engineers (HTML; each page's script calls the JSON API)"),
@@ -1402,22 +1403,245 @@ Health, these docs, the web pages and static files stay open.
 """
 
 
+# ---- review and traceability (issue #16) -----------------------------------------------
+# The fields are defined (with descriptions) in the marshmallow schemas of schemas.py;
+# this block only turns them into OpenAPI and hooks them into the components above.
+# Added properties are optional, so the sample examples above stay valid.
+
+
+def field_schema(field):
+    from marshmallow import fields, validate
+
+    from .schemas import UtcDateTime
+
+    if isinstance(field, fields.List):
+        schema = array(field_schema(field.inner))
+    elif isinstance(field, fields.Nested):
+        schema = {"$ref": f"#/components/schemas/{REVIEW_INPUTS[type(field.schema).__name__]}"}
+    else:
+        kind = (
+            ("string", {"format": "date-time"})
+            if isinstance(field, UtcDateTime)
+            else next(
+                (name, {})
+                for cls, name in (
+                    (fields.Boolean, "boolean"),
+                    (fields.Integer, "integer"),
+                    (fields.Float, "number"),
+                    (fields.String, "string"),
+                )
+                if isinstance(field, cls)
+            )
+        )
+        schema = {"type": kind[0], **kind[1]}
+    for check in field.validators:
+        if isinstance(check, validate.Length):
+            bounds = (
+                ("minLength", "maxLength")
+                if schema.get("type") == "string"
+                else ("minItems", "maxItems")
+            )
+            for key, value in zip(bounds, (check.min, check.max), strict=True):
+                if value is not None:
+                    schema[key] = value
+        elif isinstance(check, validate.Regexp):
+            schema["pattern"] = check.regex.pattern
+        elif isinstance(check, validate.OneOf):
+            schema["enum"] = list(check.choices)
+    if field.metadata.get("description"):
+        schema["description"] = field.metadata["description"]
+    return nullable(schema) if field.allow_none and "$ref" not in schema else schema
+
+
+def schema_properties(schema_class, only=None):
+    declared = schema_class._declared_fields
+    return {
+        field.data_key or name: field_schema(field)
+        for name, field in declared.items()
+        if only is None or name in only
+    }
+
+
+REVIEW_INPUTS = {
+    "RegionDispositionSchema": "RegionDisposition",
+    "RegionReviewItemSchema": "RegionReviewItem",
+    "ImageReviewSchema": "ImageReview",
+}
+TRACE_FILTER_PARAMETERS = {
+    "LotFilter": "lot_id",
+    "WaferFilter": "wafer_id",
+    "ToolFilter": "tool_id",
+    "RecipeFilter": "recipe",
+    "LayerFilter": "layer",
+    "OperatorFilter": "operator",
+}
+
+
+def query_parameter(schema_class, name):
+    field = schema_class._declared_fields[name]
+    schema = field_schema(field)
+    schema.pop("nullable", None)
+    description = schema.pop("description")
+    return parameter(name, "query", schema, description)
+
+
+def add_review_docs(components):
+    from . import schemas as ma
+    from .models import TRACE_FIELDS
+
+    trace = schema_properties(ma.ImageResultSchema, (*TRACE_FIELDS, "reviewed_at", "reviewed_by"))
+    found = components["schemas"]
+    for name in ("ImageResult", "UploadResult", "ImageDetail", "HistoryImage"):
+        found[name]["properties"].update(trace)
+    found["BatchResult"]["properties"]["results"]["items"]["oneOf"][0]["properties"].update(trace)
+    found["Batch"]["properties"].update(schema_properties(ma.ImageResultSchema, TRACE_FIELDS))
+    review = {"review": ref("RegionReview")}
+    found["Region"]["properties"].update(review)
+    found["DefectRow"]["properties"].update(
+        {**schema_properties(ma.ImageResultSchema, TRACE_FIELDS), **review}
+    )
+    rates = {
+        "reviewed_regions": integer("Regions with a disposition", minimum=0),
+        **{name: integer(minimum=0) for name in ("true_defect", "false_call", "nuisance")},
+        "false_call_rate": nullable(number("false_call / reviewed_regions", minimum=0)),
+        "nuisance_rate": nullable(number("nuisance / reviewed_regions", minimum=0)),
+    }
+
+    def rows(key, description):
+        return array(obj({key: nullable(string(description)), **rates}))
+
+    found["Stats"]["properties"].update(
+        {
+            "filters": obj(
+                schema_properties(ma.TraceFilterSchema),
+                optional=TRACE_FIELDS,
+                description="The traceability filters applied",
+            ),
+            "review": obj(
+                {
+                    "totals": obj(rates),
+                    "by_class": rows("class_name", "The model's class"),
+                    "by_tool": rows("tool_id", "Inspection tool"),
+                    "by_model": rows("model", "Model name"),
+                    "confusion": array(
+                        obj(
+                            {
+                                "model_class": string(),
+                                "reviewer_class": string(
+                                    "Corrected class, else the model's; `false_call` for "
+                                    "false calls"
+                                ),
+                                "regions": integer(minimum=0),
+                            }
+                        ),
+                        "Model class → reviewer class, reviewed regions only",
+                    ),
+                    "daily": rows("date", "UTC day the images were taken"),
+                },
+                description="How the reviews judge the model",
+            ),
+            "group_by": string("As requested"),
+            "groups": array(
+                obj(
+                    {
+                        "images": integer(minimum=0),
+                        "regions": integer(minimum=0),
+                        **rates,
+                    },
+                    open_=True,
+                ),
+                "One row per value of `group_by` (keyed by that field)",
+            ),
+        }
+    )
+    found.update(
+        {
+            "RegionDisposition": obj(
+                schema_properties(ma.RegionDispositionSchema),
+                optional=("reviewer_class_name", "comment"),
+            ),
+            "RegionReviewItem": obj(
+                schema_properties(ma.RegionReviewItemSchema),
+                optional=("reviewer_class_name", "comment"),
+            ),
+            "ImageReview": obj(
+                schema_properties(ma.ImageReviewSchema), optional=("regions", "reviewed")
+            ),
+            "RegionReview": obj(schema_properties(ma.RegionReviewSchema)),
+            "RegionReviewed": obj(
+                {
+                    "success": boolean(enum=[True]),
+                    "img_unique_id": IMG_ID,
+                    "region_unique_id": string(),
+                    "review": ref("RegionReview"),
+                }
+            ),
+            "ImageReviewed": obj(
+                {
+                    "success": boolean(enum=[True]),
+                    "img_unique_id": IMG_ID,
+                    "changes": integer("Log entries written (unchanged values: none)"),
+                    "reviewed_at": nullable(utc("When the image was marked reviewed")),
+                    "reviewed_by": nullable(string()),
+                    "progress": obj(
+                        {"regions": integer(minimum=0), "reviewed": integer(minimum=0)}
+                    ),
+                }
+            ),
+            "ReviewLog": obj(
+                {
+                    "success": boolean(enum=[True]),
+                    "img_unique_id": IMG_ID,
+                    "total": integer(minimum=0),
+                    "entries": array(
+                        obj(
+                            {
+                                **schema_properties(
+                                    ma.ReviewLogEntrySchema,
+                                    ("id", "region_unique_id", "changed_by", "changed_at"),
+                                ),
+                                "old": {"type": "object", "description": "Value before"},
+                                "new": {"type": "object", "description": "Value after"},
+                            }
+                        )
+                    ),
+                }
+            ),
+        }
+    )
+    for key, name in TRACE_FILTER_PARAMETERS.items():
+        found[key.replace("Filter", "").join(("Trace", ""))] = field_schema(
+            ma.TraceabilitySchema._declared_fields[name]
+        )
+    for schema in (found["Stats"]["properties"]["filters"], found["ImageReview"]):
+        schema.pop("required")  # all optional (OpenAPI 3.0 refuses an empty list)
+    params = components["parameters"]
+    for key, name in TRACE_FILTER_PARAMETERS.items():
+        params[key] = query_parameter(ma.TraceFilterSchema, name)
+    params["ReviewedFilter"] = query_parameter(ma.ImageListSchema, "reviewed")
+    params["DispositionFilter"] = query_parameter(ma.DefectQuerySchema, "disposition")
+    params["GroupBy"] = query_parameter(ma.StatsQuerySchema, "group_by")
+    return components
+
+
 def build_template(title):
     return {
         "info": {"title": title, "version": "1.0.0", "description": DESCRIPTION},
         "servers": [{"url": "/", "description": "This agent"}],
         "tags": [{"name": name, "description": text} for name, text in TAGS],
         "security": [{"ApiKeyHeader": []}, {"BearerAuth": []}],
-        "components": {
-            "schemas": copy.deepcopy(SCHEMAS),
-            "responses": copy.deepcopy(RESPONSES),
-            "parameters": copy.deepcopy(PARAMETERS),
-            "examples": build_examples(),
-            "securitySchemes": {
-                "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "BearerAuth": {"type": "http", "scheme": "bearer"},
-            },
-        },
+        "components": add_review_docs(
+            {
+                "schemas": copy.deepcopy(SCHEMAS),
+                "responses": copy.deepcopy(RESPONSES),
+                "parameters": copy.deepcopy(PARAMETERS),
+                "examples": build_examples(),
+                "securitySchemes": {
+                    "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                    "BearerAuth": {"type": "http", "scheme": "bearer"},
+                },
+            }
+        ),
     }
 
 

@@ -4,6 +4,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from .exports import region_csv_chunks
 from .extensions import services
+from .models import TRACE_FIELDS
 from .schemas import (
     ClassRowSchema,
     DefectQuerySchema,
@@ -11,14 +12,16 @@ from .schemas import (
     ImageDetailSchema,
     ImageListSchema,
     RegionFilterSchema,
-    WindowSchema,
+    StatsQuerySchema,
     dump_region_row,
     dump_regions,
+    dump_review,
     load_or_400,
     pages,
+    traceability_of,
     utc_text,
 )
-from .services import queries, results
+from .services import queries, results, reviews
 
 bp = Blueprint("images", __name__)
 
@@ -29,8 +32,11 @@ def list_images():
 
     Filters combine: a time window (`start_date`, `end_date`, inclusive; a bare
     end date means the whole day), a defect class (images with at least one
-    region of it) and a batch. Each row has the PRD Example 2 fields plus
-    `filename`, `batch_id`, `defect_classes` and `thumbnail_url`.
+    region of it), a batch, the traceability values given at upload (`lot_id`,
+    `wafer_id`, `tool_id`, `recipe`, `layer`, `operator`; exact match) and the
+    review mark (`reviewed=false`: images not yet marked reviewed). Each row has
+    the PRD Example 2 fields plus `filename`, `batch_id`, `defect_classes`,
+    `thumbnail_url`, the traceability values and the review mark.
     ---
     tags: [images]
     operationId: list_images
@@ -41,6 +47,13 @@ def list_images():
       - $ref: '#/components/parameters/EndDate'
       - $ref: '#/components/parameters/ClassName'
       - $ref: '#/components/parameters/BatchFilter'
+      - $ref: '#/components/parameters/LotFilter'
+      - $ref: '#/components/parameters/WaferFilter'
+      - $ref: '#/components/parameters/ToolFilter'
+      - $ref: '#/components/parameters/RecipeFilter'
+      - $ref: '#/components/parameters/LayerFilter'
+      - $ref: '#/components/parameters/OperatorFilter'
+      - $ref: '#/components/parameters/ReviewedFilter'
       - name: sort
         in: query
         description: Order of the rows
@@ -69,6 +82,8 @@ def list_images():
         sort=options["sort"],
         page=page,
         limit=limit,
+        trace=traceability_of(options),
+        reviewed=options["reviewed"],
     )
     return jsonify(
         {
@@ -161,7 +176,13 @@ def get_regions(img_id):
     """
     options = load_or_400(RegionFilterSchema(), request.args)
     results.get_image(img_id)
-    return jsonify(dump_regions(img_id, results.regions_of(img_id, options["class_name"])))
+    body = dump_regions(img_id, results.regions_of(img_id, options["class_name"]))
+    # Each region carries its review beside the model's values (issue #16).
+    found = reviews.reviews_of_image(img_id)
+    for item in body["classes"]:
+        for region in item["regions"]:
+            region["review"] = dump_review(found.get(region["region_unique_id"]))
+    return jsonify(body)
 
 
 @bp.delete("/images/<img_id>")
@@ -199,6 +220,8 @@ REGION_FILTERS = (
     "max_circularity",
     "min_aspect_ratio",
     "max_aspect_ratio",
+    "disposition",
+    *TRACE_FIELDS,
 )
 
 
@@ -206,8 +229,12 @@ REGION_FILTERS = (
 def query_defects():
     """Region-level search over all stored results, as JSON pages or a CSV export.
 
-    Filters combine (AND); ranges are inclusive. `format=csv` streams the same rows
-    as CSV; without `page`/`limit` the export holds every matching row.
+    Filters combine (AND); ranges are inclusive. The traceability filters match the
+    values given at upload; `disposition` selects regions by their review
+    (`unreviewed`: never given another). Each row carries its image's traceability
+    values and its `review`. `format=csv` streams the same rows as CSV (with
+    traceability and review columns after the reference ones); without
+    `page`/`limit` the export holds every matching row.
     ---
     tags: [images]
     operationId: query_defects
@@ -248,6 +275,13 @@ def query_defects():
         description: Only regions of this image
         schema: {type: string, maxLength: 255}
         example: 20260224_173819_AB12CD
+      - $ref: '#/components/parameters/LotFilter'
+      - $ref: '#/components/parameters/WaferFilter'
+      - $ref: '#/components/parameters/ToolFilter'
+      - $ref: '#/components/parameters/RecipeFilter'
+      - $ref: '#/components/parameters/LayerFilter'
+      - $ref: '#/components/parameters/OperatorFilter'
+      - $ref: '#/components/parameters/DispositionFilter'
       - $ref: '#/components/parameters/Page'
       - $ref: '#/components/parameters/Limit'
       - name: sort
@@ -293,7 +327,7 @@ def query_defects():
             window, filters, sort=sort, page=page if paged else None, limit=limit if paged else None
         )
         return Response(
-            stream_with_context(region_csv_chunks(rows)),
+            stream_with_context(region_csv_chunks(reviews.annotated(rows))),
             mimetype="text/csv",
             headers={"Content-Disposition": "attachment; filename=defects.csv"},
         )
@@ -305,7 +339,7 @@ def query_defects():
             "page": page,
             "limit": limit,
             "pages": pages(total, limit),
-            "regions": [dump_region_row(row) for row in rows],
+            "regions": [dump_region_row(*row) for row in reviews.annotate_chunk(rows)],
         }
     )
 
@@ -317,13 +351,26 @@ def stats():
     Totals of images, regions and batches; per class the images with at least one
     region, the regions and their area; processing-time mean, min and max; the
     first and last image; bytes stored; and images and defects per UTC day.
-    Optionally limited to a time window.
+    Optionally limited to a time window and traceability values.
+
+    `review` shows how the reviewers judge the model: reviewed regions,
+    false-call and nuisance rates in total, per class, per tool, per model and per
+    day, and the confusion table model class → reviewer class. `group_by`
+    (`tool_id`, `lot_id`, `recipe`, `wafer_id`, `layer`, `operator`) adds `groups`:
+    images, regions and review rates per value of that field.
     ---
     tags: [images]
     operationId: stats
     parameters:
       - $ref: '#/components/parameters/StartDate'
       - $ref: '#/components/parameters/EndDate'
+      - $ref: '#/components/parameters/LotFilter'
+      - $ref: '#/components/parameters/WaferFilter'
+      - $ref: '#/components/parameters/ToolFilter'
+      - $ref: '#/components/parameters/RecipeFilter'
+      - $ref: '#/components/parameters/LayerFilter'
+      - $ref: '#/components/parameters/OperatorFilter'
+      - $ref: '#/components/parameters/GroupBy'
     responses:
       200:
         description: The statistics
@@ -336,13 +383,18 @@ def stats():
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(WindowSchema(), request.args)
-    window = options["window"]
-    body = queries.statistics(window)
+    options = load_or_400(StatsQuerySchema(), request.args)
+    window, trace = options["window"], traceability_of(options)
+    body = queries.statistics(window, trace)
     for key in ("first", "last"):
         body["date_range"][key] = utc_text(body["date_range"][key])
     body["window"] = {
         "start_date": request.args.get("start_date"),
         "end_date": request.args.get("end_date"),
     }
+    body["filters"] = trace
+    body["review"] = reviews.review_statistics(window, trace)
+    if options["group_by"]:
+        body["group_by"] = options["group_by"]
+        body["groups"] = reviews.grouped_statistics(window, trace, options["group_by"])
     return jsonify({"success": True, **body})

@@ -1,20 +1,23 @@
 """Marshmallow schemas: they validate every input and shape every response."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from flask import url_for
 from marshmallow import (
     EXCLUDE,
+    RAISE,
     Schema,
     ValidationError,
     fields,
     post_load,
+    pre_load,
     validate,
     validates_schema,
 )
 
 from .errors import ApiError
-from .models import CLASS_NAMES
+from .models import CLASS_NAMES, DISPOSITIONS, TRACE_FIELDS, TRACE_LENGTH
 from .security import signed_url
 from .services.queries import IMAGE_SORTS, REGION_SORTS, Window
 
@@ -53,10 +56,96 @@ class StrictSchema(Schema):
         unknown = EXCLUDE
 
 
+# ---- traceability (issue #16) ---------------------------------------------------------
+
+TRACE_DESCRIPTIONS = {
+    "lot_id": "Production lot of the wafer",
+    "wafer_id": "Wafer within the lot",
+    "tool_id": "Inspection (AOI) tool that took the image",
+    "recipe": "Inspection recipe",
+    "layer": "Process layer inspected",
+    "operator": "Operator who ran the inspection",
+}
+TRACE_CHARACTERS = "letters, digits, '.', '_' and '-'"
+TRACE_PATTERNS = {
+    name: (r"^[A-Za-z0-9._-]+$", TRACE_CHARACTERS) for name in TRACE_FIELDS if name != "operator"
+}
+# A person's name may hold spaces.
+TRACE_PATTERNS["operator"] = (r"^[A-Za-z0-9._ -]+$", f"{TRACE_CHARACTERS} and spaces")
+
+
+def trace_input(name, purpose):
+    pattern, allowed = TRACE_PATTERNS[name]
+    return fields.String(
+        load_default=None,
+        validate=[
+            validate.Length(max=TRACE_LENGTH, error=f"must be at most {TRACE_LENGTH} characters"),
+            validate.Regexp(pattern, error=f"may hold only {allowed}"),
+        ],
+        metadata={"description": f"{TRACE_DESCRIPTIONS[name]} — {purpose}"},
+    )
+
+
+def trace_output(name):
+    return fields.String(allow_none=True, metadata={"description": TRACE_DESCRIPTIONS[name]})
+
+
+def reviewed_at_output():
+    return UtcDateTime(
+        allow_none=True, metadata={"description": "When a reviewer marked the image reviewed"}
+    )
+
+
+def reviewed_by_output():
+    return fields.String(
+        allow_none=True,
+        metadata={"description": "Name of the API key that marked it reviewed (or anonymous)"},
+    )
+
+
+class TraceabilitySchema(StrictSchema):
+    """Optional traceability form fields of an upload (a batch's apply to every file)."""
+
+    lot_id = trace_input("lot_id", "stored with the image")
+    wafer_id = trace_input("wafer_id", "stored with the image")
+    tool_id = trace_input("tool_id", "stored with the image")
+    recipe = trace_input("recipe", "stored with the image")
+    layer = trace_input("layer", "stored with the image")
+    operator = trace_input("operator", "stored with the image")
+
+    @pre_load
+    def blank_is_absent(self, data, **kwargs):
+        """Surrounding spaces go; an empty field (an unfilled form input) is no value."""
+        cleaned = dict(data)
+        for name in TRACE_FIELDS:
+            value = cleaned.get(name)
+            if isinstance(value, str):
+                value = value.strip()
+                if value:
+                    cleaned[name] = value
+                else:
+                    cleaned.pop(name)
+        return cleaned
+
+
+def traceability_of(options):
+    """The traceability values of loaded options, absent ones left out."""
+    return {name: options[name] for name in TRACE_FIELDS if options.get(name) is not None}
+
+
+class TraceFilterSchema(TraceabilitySchema):
+    lot_id = trace_input("lot_id", "only images of this lot (exact match)")
+    wafer_id = trace_input("wafer_id", "only images of this wafer (exact match)")
+    tool_id = trace_input("tool_id", "only images from this tool (exact match)")
+    recipe = trace_input("recipe", "only images of this recipe (exact match)")
+    layer = trace_input("layer", "only images of this layer (exact match)")
+    operator = trace_input("operator", "only images of this operator (exact match)")
+
+
 # ---- inputs -------------------------------------------------------------------
 
 
-class UploadOptionsSchema(StrictSchema):
+class UploadOptionsSchema(TraceabilitySchema):
     include_images = fields.Boolean(load_default=False)
 
 
@@ -119,6 +208,14 @@ class ImageResultSchema(Schema):
     json_url = fields.Function(
         lambda image: external("download.download_json", img_id=image.img_unique_id)
     )
+    lot_id = trace_output("lot_id")
+    wafer_id = trace_output("wafer_id")
+    tool_id = trace_output("tool_id")
+    recipe = trace_output("recipe")
+    layer = trace_output("layer")
+    operator = trace_output("operator")
+    reviewed_at = reviewed_at_output()
+    reviewed_by = reviewed_by_output()
 
 
 class ImageDetailSchema(ImageResultSchema):
@@ -177,7 +274,7 @@ def dump_regions(img_id, classes):
 # ---- batches ----------------------------------------------------------------------
 
 
-class BatchOptionsSchema(StrictSchema):
+class BatchOptionsSchema(TraceabilitySchema):
     async_ = fields.Boolean(data_key="async", load_default=False)
 
 
@@ -277,7 +374,11 @@ def one_of(choices):
     return validate.OneOf(choices, error="must be one of {choices}")
 
 
-class ImageListSchema(WindowSchema, PageSchema):
+class ImageListSchema(WindowSchema, PageSchema, TraceFilterSchema):
+    reviewed = fields.Boolean(
+        load_default=None,
+        metadata={"description": "true: only images marked reviewed; false: only the others"},
+    )
     class_name = fields.String(load_default=None, validate=one_of(CLASS_CHOICES))
     batch_id = fields.String(load_default=None, validate=validate.Length(max=64))
     sort = fields.String(load_default="newest", validate=one_of(tuple(IMAGE_SORTS)))
@@ -291,7 +392,12 @@ def non_negative(name):
     )
 
 
-class DefectQuerySchema(WindowSchema, PageSchema):
+class DefectQuerySchema(WindowSchema, PageSchema, TraceFilterSchema):
+    disposition = fields.String(
+        load_default=None,
+        validate=one_of(DISPOSITIONS),
+        metadata={"description": "Only regions with this review disposition"},
+    )
     class_name = fields.String(load_default=None, validate=one_of(CLASS_CHOICES))
     batch_id = fields.String(load_default=None, validate=validate.Length(max=64))
     img_unique_id = fields.String(load_default=None, validate=validate.Length(max=255))
@@ -332,10 +438,18 @@ class HistoryImageSchema(Schema):
     detail_url = fields.Function(
         lambda image: external("images.get_image", img_id=image.img_unique_id)
     )
+    lot_id = trace_output("lot_id")
+    wafer_id = trace_output("wafer_id")
+    tool_id = trace_output("tool_id")
+    recipe = trace_output("recipe")
+    layer = trace_output("layer")
+    operator = trace_output("operator")
+    reviewed_at = reviewed_at_output()
+    reviewed_by = reviewed_by_output()
 
 
-def dump_region_row(row):
-    """One region-search row (JSON)."""
+def dump_region_row(row, trace=None, review=None):
+    """One region-search row (JSON), with its image's traceability values and its review."""
     region = row.Region
     return {
         "region_unique_id": region.region_unique_id,
@@ -347,6 +461,8 @@ def dump_region_row(row):
         "timestamp": utc_text(row.timestamp),
         "batch_id": row.batch_id,
         "filename": row.original_filename,
+        **{name: (trace or {}).get(name) for name in TRACE_FIELDS},
+        "review": dump_review(review),
     }
 
 
@@ -360,3 +476,123 @@ REGION_VALUE_FIELDS = (
     "circularity",
     "aspect_ratio",
 )
+
+
+# ---- review (issue #16) ---------------------------------------------------------------------
+
+GROUP_BY_CHOICES = ("tool_id", "lot_id", "recipe", "wafer_id", "layer", "operator")
+COMMENT_LENGTH = 1000
+DEFECT_VERDICTS = ("true_defect", "nuisance")
+
+
+class StatsQuerySchema(WindowSchema, TraceFilterSchema):
+    group_by = fields.String(
+        load_default=None,
+        validate=one_of(GROUP_BY_CHOICES),
+        metadata={"description": "Also give totals and review rates per value of this field"},
+    )
+
+
+class RegionDispositionSchema(Schema):
+    """A reviewer's verdict on one region; the model's own values stay untouched."""
+
+    class Meta:
+        unknown = RAISE
+
+    disposition = fields.String(
+        required=True,
+        validate=one_of(DISPOSITIONS),
+        metadata={"description": "unreviewed, true_defect, false_call or nuisance"},
+    )
+    reviewer_class_name = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=one_of(CLASS_CHOICES),
+        metadata={"description": "The class the reviewer says it is (null: the model's class)"},
+    )
+    comment = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(
+            max=COMMENT_LENGTH, error=f"must be at most {COMMENT_LENGTH} characters"
+        ),
+        metadata={"description": "Free text, at most 1000 characters"},
+    )
+
+    @validates_schema
+    def class_only_for_defects(self, data, **kwargs):
+        if data.get("reviewer_class_name") and data["disposition"] not in DEFECT_VERDICTS:
+            raise ValidationError(
+                "goes only with disposition true_defect or nuisance (a false call or an "
+                "unreviewed region has no class); leave it out or null",
+                "reviewer_class_name",
+            )
+
+
+class RegionReviewItemSchema(RegionDispositionSchema):
+    region_unique_id = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=255),
+        metadata={"description": "A region of this image"},
+    )
+
+
+class ImageReviewSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    regions = fields.List(
+        fields.Nested(RegionReviewItemSchema),
+        load_default=list,
+        validate=validate.Length(max=10_000, error="at most 10000 regions per request"),
+        metadata={"description": "Dispositions to set, one per region"},
+    )
+    reviewed = fields.Boolean(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "true: mark the image reviewed; false: clear the mark"},
+    )
+
+    @validates_schema
+    def something_to_do(self, data, **kwargs):
+        if not data.get("regions") and data.get("reviewed") is None:
+            raise ValidationError("give at least one region, or reviewed true/false", "regions")
+        ids = [item["region_unique_id"] for item in data.get("regions") or []]
+        if len(ids) != len(set(ids)):
+            raise ValidationError("each region may appear only once", "regions")
+
+
+class RegionReviewSchema(Schema):
+    """A region's current review (`unreviewed`, with nulls, when never reviewed)."""
+
+    disposition = fields.String(
+        metadata={"description": "unreviewed, true_defect, false_call, nuisance"}
+    )
+    reviewer_class_name = fields.String(allow_none=True)
+    comment = fields.String(allow_none=True)
+    reviewed_by = fields.String(allow_none=True, metadata={"description": "API key name"})
+    reviewed_at = UtcDateTime(allow_none=True)
+
+
+UNREVIEWED = {
+    "disposition": "unreviewed",
+    "reviewer_class_name": None,
+    "comment": None,
+    "reviewed_by": None,
+    "reviewed_at": None,
+}
+
+
+def dump_review(review):
+    return RegionReviewSchema().dump(review) if review is not None else dict(UNREVIEWED)
+
+
+class ReviewLogEntrySchema(Schema):
+    id = fields.Integer(metadata={"description": "Increasing; the log is append-only"})
+    region_unique_id = fields.String(
+        allow_none=True, metadata={"description": "null: the image's reviewed mark changed"}
+    )
+    changed_by = fields.String(metadata={"description": "API key name, or anonymous"})
+    changed_at = UtcDateTime()
+    old = fields.Function(lambda entry: json.loads(entry.old_value))
+    new = fields.Function(lambda entry: json.loads(entry.new_value))

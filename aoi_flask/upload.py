@@ -12,6 +12,7 @@ from .schemas import (
     UploadOptionsSchema,
     batch_links,
     load_or_400,
+    traceability_of,
 )
 from .services import batches as batch_service
 from .services.results import read_analysis
@@ -37,8 +38,11 @@ def upload_image():
     Its type is checked by content (JPEG, PNG, TIFF or BMP, whatever the name), at
     most 50 MB. The agent saves the input, calls the model service, stores the three
     result images and the analysis, and answers **201** with `Location` and the
-    result (PRD Example 1). With `include_images=true` the body also carries the
-    three PNGs as base64, like the model service's own answer. After any failure
+    result (PRD Example 1). Optional form fields `lot_id`, `wafer_id`, `tool_id`,
+    `recipe`, `layer` and `operator` (at most 64 letters, digits, `.`, `_`, `-`;
+    `operator` also spaces) are stored with the image. With `include_images=true`
+    the body also carries the three PNGs as base64, like the model service's own
+    answer. After any failure
     nothing is left behind.
 
     400 codes: `NO_FILE`, `EMPTY_FILENAME`, `EMPTY_FILE`, `UNSUPPORTED_FORMAT`,
@@ -65,6 +69,12 @@ def upload_image():
                 type: string
                 format: binary
                 description: The AOI image (JPEG, PNG, TIFF or BMP, at most 50 MB)
+              lot_id: {$ref: '#/components/schemas/TraceLot'}
+              wafer_id: {$ref: '#/components/schemas/TraceWafer'}
+              tool_id: {$ref: '#/components/schemas/TraceTool'}
+              recipe: {$ref: '#/components/schemas/TraceRecipe'}
+              layer: {$ref: '#/components/schemas/TraceLayer'}
+              operator: {$ref: '#/components/schemas/TraceOperator'}
           encoding:
             image:
               contentType: image/jpeg, image/png, image/tiff, image/bmp
@@ -101,7 +111,7 @@ def upload_image():
             code="NO_FILE",
         )
     data = read_upload(file)
-    stored = services().results.analyse_upload(data, file.filename)
+    stored = services().results.analyse_upload(data, file.filename, trace=traceability_of(options))
     body = ImageResultSchema().dump(stored.image)
     body["analysis_results"] = stored.answer.analysis
     if options["include_images"]:
@@ -143,7 +153,9 @@ def upload_batch():
     Send each image as a multipart/form-data field `images`, repeating the field
     (curl: `-F images=@a.jpg -F images=@b.jpg`); at most 500 files of 50 MB each.
     Every input is checked and saved before any model call; a bad file becomes a
-    failed row and never fails the others. By default the answer waits for every
+    failed row and never fails the others. The optional traceability form fields
+    (`lot_id`, `wafer_id`, `tool_id`, `recipe`, `layer`, `operator`, as for POST
+    /upload) apply to every file of the batch. By default the answer waits for every
     file (200, one result per file, in order). With `async=true` it answers
     **202** right after the inputs are saved; follow `status_url`
     (GET /batches/{batch_id}) for per-file progress and fetch `download_url` for the
@@ -171,6 +183,12 @@ def upload_batch():
                 minItems: 1
                 items: {type: string, format: binary}
                 description: The images, one part each (JPEG, PNG, TIFF or BMP)
+              lot_id: {$ref: '#/components/schemas/TraceLot'}
+              wafer_id: {$ref: '#/components/schemas/TraceWafer'}
+              tool_id: {$ref: '#/components/schemas/TraceTool'}
+              recipe: {$ref: '#/components/schemas/TraceRecipe'}
+              layer: {$ref: '#/components/schemas/TraceLayer'}
+              operator: {$ref: '#/components/schemas/TraceOperator'}
           encoding:
             images:
               contentType: image/jpeg, image/png, image/tiff, image/bmp
@@ -203,7 +221,7 @@ def upload_batch():
     options = load_or_400(BatchOptionsSchema(), {**request.args, **request.form})
     files = read_batch_files()
     svc = services()
-    batch = batch_service.create_batch(svc.results, files)
+    batch = batch_service.create_batch(svc.results, files, trace=traceability_of(options))
     queued = batch_service.queued_item_ids(batch.batch_id)
     futures = svc.batches.submit(queued)
     links = batch_links(batch.batch_id)

@@ -32,7 +32,7 @@ from openapi_support import (
 
 from aoi_flask.apidocs import documented
 
-TAGS = {"system", "upload", "images", "batches", "download", "ui"}
+TAGS = {"system", "upload", "images", "review", "batches", "download", "ui"}
 KEY = "test-key-0123456789abcdef"
 
 
@@ -260,6 +260,17 @@ def test_every_operation_answers_as_documented(app, api, spec, model_service, sa
     assert response.data.startswith(b"region_unique_id,")
     api("get", "/stats", 200)
     api("get", "/stats", 200, query_string={"start_date": "2020-01-01", "end_date": "2999-12-31"})
+
+    region = {**image, "region_unique_id": f"{img_id}_1_1"}
+    review = {"disposition": "true_defect", "reviewer_class_name": "Env_Particle"}
+    api("patch", "/images/{img_id}/regions/{region_unique_id}", 200, params=region, json=review)
+    several = {"regions": [{"region_unique_id": f"{img_id}_1_2", "disposition": "false_call"}]}
+    api("post", "/images/{img_id}/review", 200, params=image, json={**several, "reviewed": True})
+    _, log = api("get", "/images/{img_id}/review-log", 200, params=image)
+    assert log["total"] == 3
+    _, traced = api("get", "/stats", 200, query_string={"group_by": "tool_id"})
+    assert traced["review"]["totals"]["false_call"] == 1
+    api("get", "/query/defects", 200, query_string={"disposition": "false_call"})
 
     api("get", "/batches", 200)
     api("get", "/batches/{batch_id}", 200, params=batch_ref)
