@@ -7,6 +7,7 @@ import json
 import zipfile
 
 import pytest
+from conftest import ON_MYSQL
 from helpers import stored_files
 
 from aoi_flask.extensions import db
@@ -195,3 +196,61 @@ def test_batch_zip_manifests_carry_the_fields(client, model_service, sample_inpu
     assert (summary["lot_id"], summary["tool_id"]) == ("LOT-Z", "AOI-9")
     rows = list(csv.DictReader(io.StringIO(archive.read("regions.csv").decode())))
     assert len(rows) == 7 and {r["lot_id"] for r in rows} == {"LOT-Z"}
+
+
+# ---- indexes (EXPLAIN on MariaDB; the seeding of tests/test_explain.py) -----------------
+
+
+def seed_traced(count):
+    """test_explain's seeded images, spread over 8 tools and lots of about 10 images."""
+    from sqlalchemy import text
+    from test_explain import seed
+
+    seed(count)
+    db.session.execute(
+        text(
+            "UPDATE images SET tool_id = CONCAT('AOI-', 1 + MOD(LENGTH(img_unique_id) "
+            "+ CAST(SUBSTR(img_unique_id, 17) AS UNSIGNED), 8)), "
+            "lot_id = CONCAT('LOT', CAST(SUBSTR(img_unique_id, 17) AS UNSIGNED) DIV 10)"
+        )
+    )
+    db.session.commit()
+    db.session.execute(text("ANALYZE TABLE images, classes, regions"))
+
+
+@pytest.mark.skipif(not ON_MYSQL, reason="EXPLAIN plans are checked on MariaDB/MySQL")
+def test_traceability_filters_use_their_indexes(app):
+    from test_explain import EXPLAIN_IMAGES, assert_indexed
+
+    from aoi_flask.services import queries
+    from aoi_flask.services.queries import Window
+
+    with app.app_context():
+        seed_traced(EXPLAIN_IMAGES)
+        for trace, key in (
+            ({"lot_id": "LOT7"}, "ix_images_lot_id_time"),
+            ({"tool_id": "AOI-3"}, "ix_images_tool_id_time"),
+        ):
+            accesses = assert_indexed(
+                lambda trace=trace: queries.list_images(
+                    Window(),
+                    class_name=None,
+                    batch_id=None,
+                    sort="newest",
+                    page=1,
+                    limit=20,
+                    trace=trace,
+                ),
+                {"images": {key}},
+            )
+            assert ("images", key) in {(t, k) for t, _, k in accesses}
+        assert_indexed(
+            lambda: queries.search_regions(
+                Window(), {"lot_id": "LOT7"}, sort="newest", page=1, limit=20
+            ),
+            {"images": {"ix_images_lot_id_time"}},
+        )
+        assert_indexed(
+            lambda: queries.statistics(Window(), {"lot_id": "LOT7"}),
+            {"images": {"ix_images_lot_id_time"}},
+        )
