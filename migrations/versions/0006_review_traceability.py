@@ -70,13 +70,8 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('review_log', schema=None) as batch_op:
-        batch_op.drop_index('ix_review_log_img')
+    # Their indexes go with the tables (MariaDB refuses to drop an index a foreign key uses).
     op.drop_table('review_log')
-
-    with op.batch_alter_table('region_reviews', schema=None) as batch_op:
-        batch_op.drop_index('ix_region_reviews_disposition')
-        batch_op.drop_index('ix_region_reviews_img')
     op.drop_table('region_reviews')
 
     with op.batch_alter_table('batches', schema=None) as batch_op:
