@@ -77,18 +77,15 @@ def check_regions(img_id, ids):
 
 def apply_reviews(image, regions, items, reviewed, reviewer):
     moment = utc_now()
-    existing = (
-        {
-            review.region_unique_id: review
-            for review in db.session.scalars(
-                select(RegionReview)
-                .where(RegionReview.region_unique_id.in_(list(regions)))
-                .with_for_update()
-            )
-        }
-        if regions
-        else {}
-    )
+    # Locked: two reviewers changing one region log each other's value as the old one.
+    existing = {
+        review.region_unique_id: review
+        for review in db.session.scalars(
+            select(RegionReview)
+            .where(RegionReview.region_unique_id.in_(list(regions)))
+            .with_for_update()
+        )
+    }
     results, logged = [], 0
     for item in items:
         region_id = item["region_unique_id"]
