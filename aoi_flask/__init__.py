@@ -82,6 +82,7 @@ def register_services(app):
         max_pixels=config["MAX_IMAGE_PIXELS"],
         thumbnail_size=config["THUMBNAIL_SIZE"],
         gate_wait=config["MODEL_GATE_WAIT"],
+        max_model_body_bytes=config["MODEL_MAX_BODY_MB"] * MB,
     )
     results = ResultsService(storage, client, gate, limits)
     app.extensions["aoi"] = SimpleNamespace(

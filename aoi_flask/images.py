@@ -15,8 +15,7 @@ from .schemas import (
     StatsQuerySchema,
     dump_region_row,
     dump_regions,
-    dump_review,
-    load_or_400,
+    load_query_or_400,
     pages,
     traceability_of,
     utc_text,
@@ -40,27 +39,7 @@ def list_images():
     ---
     tags: [images]
     operationId: list_images
-    parameters:
-      - $ref: '#/components/parameters/Page'
-      - $ref: '#/components/parameters/Limit'
-      - $ref: '#/components/parameters/StartDate'
-      - $ref: '#/components/parameters/EndDate'
-      - $ref: '#/components/parameters/ClassName'
-      - $ref: '#/components/parameters/BatchFilter'
-      - $ref: '#/components/parameters/LotFilter'
-      - $ref: '#/components/parameters/WaferFilter'
-      - $ref: '#/components/parameters/ToolFilter'
-      - $ref: '#/components/parameters/RecipeFilter'
-      - $ref: '#/components/parameters/LayerFilter'
-      - $ref: '#/components/parameters/OperatorFilter'
-      - $ref: '#/components/parameters/ReviewedFilter'
-      - name: sort
-        in: query
-        description: Order of the rows
-        schema:
-          type: string
-          enum: [newest, oldest, most_defects, fewest_defects]
-          default: newest
+    x-query: ImageList
     responses:
       200:
         description: One page of images
@@ -73,7 +52,7 @@ def list_images():
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(ImageListSchema(), request.args)
+    options = load_query_or_400(ImageListSchema(), request.args)
     page, limit = options["page"], options["limit"]
     total, rows = queries.list_images(
         options["window"],
@@ -154,13 +133,14 @@ def get_classes(img_id):
 def get_regions(img_id):
     """Every defect region of one image, grouped by class (PRD Example 3).
 
-    Each float is returned exactly as the model sent it.
+    Each float is returned exactly as the model sent it; each region carries its
+    `review` beside the model's values.
     ---
     tags: [images]
     operationId: get_regions
     parameters:
       - $ref: '#/components/parameters/ImgId'
-      - $ref: '#/components/parameters/ClassName'
+    x-query: RegionFilter
     responses:
       200:
         description: The regions, grouped by class
@@ -174,15 +154,10 @@ def get_regions(img_id):
       404: {$ref: '#/components/responses/ImageNotFound'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(RegionFilterSchema(), request.args)
+    options = load_query_or_400(RegionFilterSchema(), request.args)
     results.get_image(img_id)
-    body = dump_regions(img_id, results.regions_of(img_id, options["class_name"]))
-    # Each region carries its review beside the model's values (issue #16).
-    found = reviews.reviews_of_image(img_id)
-    for item in body["classes"]:
-        for region in item["regions"]:
-            region["review"] = dump_review(found.get(region["region_unique_id"]))
-    return jsonify(body)
+    regions = results.regions_of(img_id, options["class_name"])
+    return jsonify(dump_regions(img_id, regions, reviews.reviews_of_image(img_id)))
 
 
 @bp.delete("/images/<img_id>")
@@ -238,64 +213,7 @@ def query_defects():
     ---
     tags: [images]
     operationId: query_defects
-    parameters:
-      - $ref: '#/components/parameters/ClassName'
-      - $ref: '#/components/parameters/StartDate'
-      - $ref: '#/components/parameters/EndDate'
-      - name: min_area
-        in: query
-        description: Smallest area_pixels
-        schema: {type: number, minimum: 0}
-      - name: max_area
-        in: query
-        description: Largest area_pixels
-        schema: {type: number, minimum: 0}
-      - name: min_circularity
-        in: query
-        description: Lowest circularity
-        schema: {type: number, minimum: 0}
-      - name: max_circularity
-        in: query
-        description: Highest circularity
-        schema: {type: number, minimum: 0}
-      - name: min_aspect_ratio
-        in: query
-        description: Lowest aspect ratio
-        schema: {type: number, minimum: 0}
-      - name: max_aspect_ratio
-        in: query
-        description: Highest aspect ratio
-        schema: {type: number, minimum: 0}
-      - name: batch_id
-        in: query
-        description: Only regions of images of this batch
-        schema: {type: string, maxLength: 64}
-      - name: img_unique_id
-        in: query
-        description: Only regions of this image
-        schema: {type: string, maxLength: 255}
-        example: 20260224_173819_AB12CD
-      - $ref: '#/components/parameters/LotFilter'
-      - $ref: '#/components/parameters/WaferFilter'
-      - $ref: '#/components/parameters/ToolFilter'
-      - $ref: '#/components/parameters/RecipeFilter'
-      - $ref: '#/components/parameters/LayerFilter'
-      - $ref: '#/components/parameters/OperatorFilter'
-      - $ref: '#/components/parameters/DispositionFilter'
-      - $ref: '#/components/parameters/Page'
-      - $ref: '#/components/parameters/Limit'
-      - name: sort
-        in: query
-        description: Order of the rows
-        schema:
-          type: string
-          enum: [newest, oldest, area_desc, area_asc, circularity_desc, circularity_asc,
-                 aspect_ratio_desc, aspect_ratio_asc]
-          default: newest
-      - name: format
-        in: query
-        description: "`csv` streams the rows as a CSV attachment (defects.csv)"
-        schema: {type: string, enum: [json, csv], default: json}
+    x-query: DefectQuery
     responses:
       200:
         description: One page of regions (JSON), or every matching row (CSV)
@@ -311,13 +229,13 @@ def query_defects():
           text/csv:
             schema: {type: string}
             example: |
-              region_unique_id,img_unique_id,filename,batch_id,timestamp,class_id,class_name,region_id,centroid_x,centroid_y,bbox_x,bbox_y,bbox_width,bbox_height,area_pixels,perimeter,major_axis,minor_axis,circularity,aspect_ratio
-              20260224_173819_AB12CD_1_1,20260224_173819_AB12CD,segformer_input.jpeg,,2026-02-24T17:38:19Z,1,PI_Particle,1,1655.904761904762,1508.0,1653,1506,7,5,14,15.313708305358887,5.750073432922363,3.9162988662719727,0.750200171090617,1.4682417326326294
+              region_unique_id,img_unique_id,filename,batch_id,timestamp,class_id,class_name,region_id,centroid_x,centroid_y,bbox_x,bbox_y,bbox_width,bbox_height,area_pixels,perimeter,major_axis,minor_axis,circularity,aspect_ratio,lot_id,wafer_id,tool_id,recipe,layer,operator,disposition,reviewer_class_name,review_comment
+              20260224_173819_AB12CD_1_1,20260224_173819_AB12CD,segformer_input.jpeg,,2026-02-24T17:38:19Z,1,PI_Particle,1,1655.904761904762,1508.0,1653,1506,7,5,14,15.313708305358887,5.750073432922363,3.9162988662719727,0.750200171090617,1.4682417326326294,LOT-2026.02_A,W07,AOI-3,M1_POST_CMP,M1,Chen Wei,true_defect,,
       400: {$ref: '#/components/responses/InvalidFilter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(DefectQuerySchema(), request.args)
+    options = load_query_or_400(DefectQuerySchema(), request.args)
     filters = {name: options[name] for name in REGION_FILTERS}
     window, sort, page, limit = (options[k] for k in ("window", "sort", "page", "limit"))
     if options["format"] == "csv":
@@ -361,16 +279,7 @@ def stats():
     ---
     tags: [images]
     operationId: stats
-    parameters:
-      - $ref: '#/components/parameters/StartDate'
-      - $ref: '#/components/parameters/EndDate'
-      - $ref: '#/components/parameters/LotFilter'
-      - $ref: '#/components/parameters/WaferFilter'
-      - $ref: '#/components/parameters/ToolFilter'
-      - $ref: '#/components/parameters/RecipeFilter'
-      - $ref: '#/components/parameters/LayerFilter'
-      - $ref: '#/components/parameters/OperatorFilter'
-      - $ref: '#/components/parameters/GroupBy'
+    x-query: StatsQuery
     responses:
       200:
         description: The statistics
@@ -379,11 +288,12 @@ def stats():
             schema: {$ref: '#/components/schemas/Stats'}
             examples:
               sample: {$ref: '#/components/examples/Stats'}
+              grouped: {$ref: '#/components/examples/StatsGrouped'}
       400: {$ref: '#/components/responses/InvalidParameter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(StatsQuerySchema(), request.args)
+    options = load_query_or_400(StatsQuerySchema(), request.args)
     window, trace = options["window"], traceability_of(options)
     body = queries.statistics(window, trace)
     for key in ("first", "last"):

@@ -9,12 +9,13 @@ from flask import Blueprint, jsonify, request
 
 from .errors import ApiError
 from .schemas import (
+    ImageReviewedSchema,
     ImageReviewSchema,
     RegionDispositionSchema,
-    ReviewLogEntrySchema,
+    RegionReviewedSchema,
+    ReviewLogSchema,
     dump_review,
     load_or_400,
-    utc_text,
 )
 from .security import reviewer_name
 from .services import reviews
@@ -22,14 +23,10 @@ from .services import reviews
 bp = Blueprint("reviews", __name__)
 
 
-def json_body():
+def json_body(example):
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiError(
-            "Send a JSON object (Content-Type: application/json), e.g. "
-            '{"disposition": "false_call"}.',
-            code="INVALID_BODY",
-        )
+        raise ApiError.of("INVALID_BODY", example=example)
     return body
 
 
@@ -46,49 +43,38 @@ def review_region(img_id, region_unique_id):
     operationId: review_region
     parameters:
       - $ref: '#/components/parameters/ImgId'
-      - name: region_unique_id
-        in: path
-        required: true
-        description: The region (`region_unique_id` from GET /images/{img_id}/regions)
-        schema: {type: string, maxLength: 255}
-        example: 20260224_173819_AB12CD_1_1
+      - $ref: '#/components/parameters/RegionUniqueId'
     requestBody:
       required: true
       content:
         application/json:
           schema: {$ref: '#/components/schemas/RegionDisposition'}
-          example: {disposition: true_defect, reviewer_class_name: Env_Particle, comment: dust}
+          examples:
+            sample: {$ref: '#/components/examples/RegionDisposition'}
     responses:
       200:
         description: The region's review now
         content:
           application/json:
             schema: {$ref: '#/components/schemas/RegionReviewed'}
-            example:
-              success: true
-              img_unique_id: 20260224_173819_AB12CD
-              region_unique_id: 20260224_173819_AB12CD_1_1
-              review:
-                disposition: true_defect
-                reviewer_class_name: Env_Particle
-                comment: dust
-                reviewed_by: qc-line1
-                reviewed_at: "2026-02-24T18:02:11Z"
-      400: {$ref: '#/components/responses/InvalidParameter'}
+            examples:
+              sample: {$ref: '#/components/examples/RegionReviewed'}
+      400: {$ref: '#/components/responses/ReviewRejected'}
       401: {$ref: '#/components/responses/Unauthorized'}
-      404: {$ref: '#/components/responses/ImageNotFound'}
+      404: {$ref: '#/components/responses/RegionNotFound'}
       500: {$ref: '#/components/responses/DatabaseError'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    values = load_or_400(RegionDispositionSchema(), json_body())
+    values = load_or_400(RegionDispositionSchema(), json_body('{"disposition": "false_call"}'))
     review = reviews.set_region_review(img_id, region_unique_id, values, reviewer_name())
     return jsonify(
-        {
-            "success": True,
-            "img_unique_id": img_id,
-            "region_unique_id": region_unique_id,
-            "review": dump_review(review),
-        }
+        RegionReviewedSchema().dump(
+            {
+                "img_unique_id": img_id,
+                "region_unique_id": region_unique_id,
+                "review": dump_review(review),
+            }
+        )
     )
 
 
@@ -109,43 +95,37 @@ def review_image(img_id):
       content:
         application/json:
           schema: {$ref: '#/components/schemas/ImageReview'}
-          example:
-            regions:
-              - {region_unique_id: 20260224_173819_AB12CD_1_1, disposition: false_call}
-              - {region_unique_id: 20260224_173819_AB12CD_1_2, disposition: true_defect}
-            reviewed: true
+          examples:
+            sample: {$ref: '#/components/examples/ImageReview'}
     responses:
       200:
         description: What was changed, and the image's review progress
         content:
           application/json:
             schema: {$ref: '#/components/schemas/ImageReviewed'}
-            example:
-              success: true
-              img_unique_id: 20260224_173819_AB12CD
-              changes: 3
-              reviewed_at: "2026-02-24T18:02:11Z"
-              reviewed_by: qc-line1
-              progress: {regions: 7, reviewed: 2}
-      400: {$ref: '#/components/responses/InvalidParameter'}
+            examples:
+              sample: {$ref: '#/components/examples/ImageReviewed'}
+      400: {$ref: '#/components/responses/ImageReviewRejected'}
       401: {$ref: '#/components/responses/Unauthorized'}
-      404: {$ref: '#/components/responses/ImageNotFound'}
+      404: {$ref: '#/components/responses/RegionNotFound'}
       500: {$ref: '#/components/responses/DatabaseError'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(ImageReviewSchema(), json_body())
-    items = options["regions"]
-    _, changes = reviews.review_image(img_id, items, options["reviewed"], reviewer_name())
+    options = load_or_400(ImageReviewSchema(), json_body('{"reviewed": true}'))
+    _, changes = reviews.review_image(
+        img_id, options["regions"], options["reviewed"], reviewer_name()
+    )
     image = reviews.get_image(img_id)
     return jsonify(
-        {
-            "success": True,
-            "img_unique_id": img_id,
-            "changes": changes,
-            "reviewed_at": utc_text(image.reviewed_at),
-            "reviewed_by": image.reviewed_by,
-            "progress": reviews.review_progress(img_id, image.total_defects or 0),
-        }
+        ImageReviewedSchema().dump(
+            {
+                "img_unique_id": img_id,
+                "changes": changes,
+                "reviewed_at": image.reviewed_at,
+                "reviewed_by": image.reviewed_by,
+                "progress": reviews.review_progress(img_id, image.total_defects or 0),
+            }
+        )
     )
 
 
@@ -167,27 +147,13 @@ def review_log(img_id):
         content:
           application/json:
             schema: {$ref: '#/components/schemas/ReviewLog'}
-            example:
-              success: true
-              img_unique_id: 20260224_173819_AB12CD
-              total: 1
-              entries:
-                - id: 1
-                  region_unique_id: 20260224_173819_AB12CD_1_1
-                  changed_by: qc-line1
-                  changed_at: "2026-02-24T18:02:11Z"
-                  old: {disposition: unreviewed, reviewer_class_name: null, comment: null}
-                  new: {disposition: false_call, reviewer_class_name: null, comment: null}
+            examples:
+              sample: {$ref: '#/components/examples/ReviewLog'}
       401: {$ref: '#/components/responses/Unauthorized'}
       404: {$ref: '#/components/responses/ImageNotFound'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     entries = reviews.review_log(img_id)
     return jsonify(
-        {
-            "success": True,
-            "img_unique_id": img_id,
-            "total": len(entries),
-            "entries": ReviewLogEntrySchema(many=True).dump(entries),
-        }
+        ReviewLogSchema().dump({"img_unique_id": img_id, "total": len(entries), "entries": entries})
     )

@@ -10,7 +10,7 @@ The image and download URLs the API hands out carry an expiring signature
 (`?expires=<unix time>&signature=<hex HMAC-SHA256>`), so `<img src>` and plain
 links work without a header. A download request with a valid signature needs
 no key. With no API keys configured the API is open, URLs stay unsigned, and a
-warning is logged at start.
+warning is logged where the server starts (`startup_warnings`).
 
 A key may carry a name (`qc-line1:KEY1,qc-line2:KEY2`); the review log records
 the name of the key a change was made with (`g.api_key_name`). A plain key is
@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 from flask import current_app, g, request
 from flask_cors import CORS
 
-from .errors import ApiError
+from .errors import AUTHENTICATE, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,6 @@ OPEN_BLUEPRINTS = frozenset({"ui", "flasgger"})
 SIGNED_BLUEPRINT = "download"
 CORS_EXPOSE_HEADERS = ["Location", "Retry-After", "X-Request-ID", "Content-Disposition"]
 CORS_ALLOW_HEADERS = ["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"]
-HOW_TO_SEND = (
-    "Send it in the X-API-Key header (curl -H 'X-API-Key: <key>') "
-    "or as 'Authorization: Bearer <key>'."
-)
-AUTHENTICATE = 'Bearer realm="AOI Inference Agent"'
 MIN_KEY_LENGTH = 16
 NAME_LENGTH = 64  # as stored in the review log
 
@@ -138,15 +133,10 @@ def check_access():
         verify_signature()
         return None
     if not given:
-        raise AuthError(
-            f"This endpoint needs an API key. {HOW_TO_SEND} Ask the administrator for a key.",
-            headers={"WWW-Authenticate": AUTHENTICATE},
-        )
+        raise AuthError.of("AUTH_REQUIRED", headers={"WWW-Authenticate": AUTHENTICATE})
     log.warning("refused an invalid API key for %s %s", request.method, request.path)
-    raise AuthError(
-        f"The API key is not valid. Check it for typos or ask the administrator for a "
-        f"current key. {HOW_TO_SEND}",
-        code="AUTH_INVALID",
+    raise AuthError.of(
+        "AUTH_INVALID",
         headers={"WWW-Authenticate": f'{AUTHENTICATE}, error="invalid_token"'},
     )
 
@@ -200,16 +190,10 @@ def verify_signature():
     if not expires.isdigit() or not hmac.compare_digest(
         given.encode("utf-8"), signature_for(path, expires).encode()
     ):
-        raise SignatureError(
-            "The link's signature is not valid (it was changed, or it belongs to another "
-            "file). Get a fresh link from the API (e.g. GET /images/<id>), or send your "
-            f"API key instead. {HOW_TO_SEND}"
-        )
+        raise SignatureError.of("SIGNATURE_INVALID")
     if int(expires) < time.time():
-        raise SignatureError(
-            "This download link has expired. Get a fresh link from the API "
-            "(e.g. GET /images/<id> or GET /batches/<id>), or send your API key instead.",
-            code="SIGNATURE_EXPIRED",
+        raise SignatureError.of(
+            "SIGNATURE_EXPIRED",
             details={"expired_at": int(expires)},
         )
 
@@ -234,7 +218,9 @@ def register_cors(app):
     log.info("CORS allowed for: %s", ", ".join(origins))
 
 
-def register_security(app):
+def startup_warnings(app):
+    """Warnings about the key set-up, logged where the server starts (run.py, wsgi.py),
+    not by every `flask aoi` command (they would clutter cron logs)."""
     keys = api_keys(app)
     if not keys:
         log.warning(
@@ -247,6 +233,10 @@ def register_security(app):
             "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
             MIN_KEY_LENGTH,
         )
+
+
+def register_security(app):
+    keys = api_keys(app)
     if keys and not app.config.get("SECRET_KEY"):
         log.info("signed links use a key derived from AOI_API_KEYS (AOI_SECRET_KEY not set)")
     app.before_request(check_access)

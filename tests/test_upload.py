@@ -17,7 +17,7 @@ def test_upload_stores_the_sample_and_answers_like_prd_example_1(
     assert response.status_code == 201
     body = response.get_json()
     img_id = body["img_unique_id"]
-    assert response.headers["Location"].endswith(f"/images/{img_id}")
+    assert response.headers["Location"] == f"http://localhost/images/{img_id}"  # absolute
     assert body["success"] is True
     assert body["total_defects"] == 7
     assert body["defect_classes"] == {"PI_Particle": 5, "PR_Peeling": 1, "Copper_Nodule": 1}

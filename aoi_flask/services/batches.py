@@ -353,9 +353,9 @@ def resume_unfinished(app):
 def get_batch(batch_id):
     batch = db.session.get(Batch, batch_id)
     if batch is None:
-        raise NotFound(
-            f"No batch with id {batch_id!r}. List batches with GET /batches.",
-            code="BATCH_NOT_FOUND",
+        raise NotFound.of(
+            "BATCH_NOT_FOUND",
+            batch_id=batch_id,
         )
     return batch
 

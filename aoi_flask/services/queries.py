@@ -17,7 +17,7 @@ from sqlalchemy import and_, case, distinct, exists, func, select
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models import Batch, DefectClass, Image, Region
+from ..models import CLASS_NAMES, Batch, DefectClass, Image, Region
 from .traceability import disposition_conditions, reviewed_condition, trace_conditions
 
 IMAGE_SORTS = {
@@ -288,6 +288,10 @@ def class_statistics(window, extra_conditions=()):
             and_(*window_conditions)
         )
     rows = db.session.execute(query.order_by(DefectClass.class_id)).all()
+    found = {row[0]: row for row in rows}
+    # Every class, with zeros when the window holds none: one shape, windowed or not.
+    for class_id, name in CLASS_NAMES.items():
+        found.setdefault(class_id, (class_id, name, 0, 0, 0))
     return [
         {
             "class_id": class_id,
@@ -296,7 +300,7 @@ def class_statistics(window, extra_conditions=()):
             "regions": int(regions or 0),
             "area_pixels": int(area or 0),
         }
-        for class_id, name, images, regions, area in rows
+        for class_id, name, images, regions, area in (found[key] for key in sorted(found))
     ]
 
 

@@ -19,7 +19,7 @@ from ..errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
 from ..extensions import db
 from ..models import CLASS_NAMES, DefectClass, Image, Region
 from .imaging import MIME_TYPES, check_image, disk_name, display_name
-from .segformer import CLASS_KEY
+from .segformer import CLASS_KEY, upload_body_size
 from .storage import MB, RESULT_FILES, StorageError, utc_now
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,9 @@ class _GateSlot:
 
     def __enter__(self):
         if not self.gate._semaphore.acquire(timeout=self.wait):
-            raise ServiceUnavailable(
-                f"All {self.gate.limit} model slots are busy. Try again shortly, or send "
-                "many images as one batch (POST /upload/batch), which queues them.",
-                code="MODEL_BUSY",
+            raise ServiceUnavailable.of(
+                "MODEL_BUSY",
+                limit=self.gate.limit,
                 headers={"Retry-After": self.gate.retry_after},
             )
         with self.gate._lock:
@@ -83,6 +82,7 @@ class Limits:
     max_pixels: int
     thumbnail_size: int
     gate_wait: float | None = None
+    max_model_body_bytes: int | None = None  # None: the model service takes any size
 
 
 class ResultsService:
@@ -106,15 +106,12 @@ class ResultsService:
     def accept(self, data, filename):
         """Check the bytes, claim an image id and save the input (atomically)."""
         if not filename:
-            raise ApiError(
-                "The uploaded file has no name. Choose a file (curl: -F image=@wafer.jpg).",
-                code="EMPTY_FILENAME",
-            )
+            raise ApiError.of("EMPTY_FILENAME")
         if len(data) > self.limits.max_upload_bytes:
-            raise PayloadTooLarge(
-                f"{display_name(filename)} is larger than "
-                f"{self.limits.max_upload_bytes // MB} MB. Reduce its size, then upload again.",
-                code="FILE_TOO_LARGE",
+            raise PayloadTooLarge.of(
+                "FILE_TOO_LARGE",
+                name=display_name(filename),
+                limit=self.limits.max_upload_bytes // MB,
             )
         checked = self.check(data)
         moment = utc_now()
@@ -122,6 +119,11 @@ class ResultsService:
             img_id, result_dir = self.storage.reserve_result_dir(moment)
         except OSError as exc:
             raise storage_error(exc) from None
+        try:
+            self.check_deliverable(data, filename, img_id, checked)
+        except ApiError:
+            self.storage.remove(result_dir)
+            raise
         input_path = self.storage.input_relpath(
             moment, img_id, disk_name(filename, checked.extension)
         )
@@ -131,6 +133,30 @@ class ResultsService:
             self.storage.remove(result_dir)
             raise storage_error(exc) from None
         return Accepted(img_id, result_dir, input_path, display_name(filename), checked)
+
+    def check_deliverable(self, data, filename, img_id, checked):
+        """413 for a file the model service would refuse: its limit is on the whole
+        request body, so a file just under it does not fit with the form's headers."""
+        limit = self.limits.max_model_body_bytes
+        mime_type = MIME_TYPES[checked.format]
+        body = upload_body_size(model_call_name(img_id, checked), mime_type, len(data))
+        if limit is None or body <= limit:
+            return
+        largest = limit - (body - len(data))
+        raise PayloadTooLarge.of(
+            "FILE_TOO_LARGE_FOR_MODEL",
+            name=display_name(filename),
+            file_bytes=len(data),
+            request_bytes=body,
+            model_max_body_bytes=limit,
+            max_file_bytes=largest,
+            details={
+                "file_bytes": len(data),
+                "request_bytes": body,
+                "model_max_body_bytes": limit,
+                "max_file_bytes": largest,
+            },
+        )
 
     def check(self, data):
         return check_image(
@@ -143,9 +169,7 @@ class ResultsService:
         checked = accepted.checked or self.check(data)
         answer = self.client.analyse(
             data,
-            # Unique per image: the service files inputs and results by second + this
-            # name, so a shared name lets concurrent calls get each other's answers.
-            f"{accepted.img_id}.{checked.extension}",
+            model_call_name(accepted.img_id, checked),
             MIME_TYPES[checked.format],
             slot=self.gate(wait),  # freed before the answer is decoded and checked
             size=(checked.width, checked.height),
@@ -198,6 +222,12 @@ class ResultsService:
         self.storage.remove(*paths)
 
 
+def model_call_name(img_id, checked):
+    """Unique per image: the service files inputs and results by second + this name,
+    so a shared name lets concurrent calls get each other's answers."""
+    return f"{img_id}.{checked.extension}"
+
+
 def id_moment(img_id):
     """The second an image id was claimed: its timestamp, so that the id, the day
     folder and the history date always agree (one moment for all three)."""
@@ -210,10 +240,7 @@ def analysis_bytes(analysis):
 
 
 def storage_error(exc):
-    return StorageError(
-        f"Files could not be written to disk ({exc.strerror or exc}). Check free space "
-        "and permissions of the storage folder; nothing was stored.",
-    )
+    return StorageError.of("STORAGE_ERROR", reason=exc.strerror or exc)
 
 
 def build_rows(accepted, moment, answer, paths, model_name, batch_id):
@@ -313,26 +340,19 @@ def commit_or_raise():
 
 def database_error(exc):
     if isinstance(exc, OperationalError):
-        return ServiceUnavailable(
-            "The database is not reachable right now; nothing was stored. Try again in a "
-            "moment; if it persists, check the database server (see /health).",
-            code="DATABASE_UNAVAILABLE",
+        return ServiceUnavailable.of(
+            "DATABASE_LOST_WRITE",
             headers={"Retry-After": 10},
         )
-    return ApiError(
-        "The database refused the write; nothing was stored. Try again; if it persists, "
-        "report it with the time of the request.",
-        code="DATABASE_ERROR",
-        status=500,
-    )
+    return ApiError.of("DATABASE_ERROR")
 
 
 def get_image(img_id):
     image = db.session.get(Image, img_id)
     if image is None:
-        raise NotFound(
-            f"No image with id {img_id!r}. Check the id, or list images with GET /images.",
-            code="IMAGE_NOT_FOUND",
+        raise NotFound.of(
+            "IMAGE_NOT_FOUND",
+            img_id=img_id,
         )
     return image
 

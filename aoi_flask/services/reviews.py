@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import NotFound
+from ..errors import ApiError
 from ..extensions import db
 from ..models import TRACE_FIELDS, DefectClass, Image, Region, RegionReview, ReviewLogEntry
 from .results import commit_or_raise, get_image
@@ -65,11 +65,11 @@ def check_regions(img_id, ids):
     }
     missing = [region_id for region_id in ids if region_id not in found]
     if missing:
-        raise NotFound(
-            f"Image {img_id} has no region {', '.join(map(repr, missing[:5]))}"
-            f"{' …' if len(missing) > 5 else ''}. List its regions with "
-            f"GET /images/{img_id}/regions; nothing was changed.",
-            code="REGION_NOT_FOUND",
+        more = " …" if len(missing) > 5 else ""
+        raise ApiError.of(
+            "REGION_NOT_FOUND",
+            img_id=img_id,
+            regions=", ".join(map(repr, missing[:5])) + more,
             details={"missing": missing},
         )
     return found

@@ -198,30 +198,31 @@ class SegformerClient:
         kind = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
         if kind == "connect":
             return self._unreachable_error(exc)
-        return ModelTimeout(
-            f"The model service did not answer within {self.timeout[1]:g} s "
-            f"(after {self.retries + 1} attempt(s)). It may be overloaded; try again later "
-            "or raise AOI_MODEL_READ_TIMEOUT.",
+        return ModelTimeout.of(
+            "MODEL_TIMEOUT",
+            seconds=self.timeout[1],
+            attempts=self.retries + 1,
             details={"model_service_url": self.base_url},
         )
 
     def _unreachable_error(self, exc):
         log.warning("model service unreachable: %s", exc)
-        return ModelUnavailable(
-            f"The model service at {self.base_url} cannot be reached "
-            f"(after {self.retries + 1} attempt(s)). Check that it is running and that "
-            "AOI_MODEL_SERVICE_URL points to it, then try again.",
+        return ModelUnavailable.of(
+            "MODEL_UNAVAILABLE",
+            url=self.base_url,
+            attempts=self.retries + 1,
             details={"model_service_url": self.base_url, "reason": type(exc).__name__},
             headers={"Retry-After": self.retry_after},
         )
 
     def _breaker_open_error(self, retry_in):
         breaker = self.breaker
-        return ModelUnavailable(
-            f"The model service at {self.base_url} failed {breaker.threshold} times in a row "
-            f"(connection errors or timeouts); the agent stops calling it for "
-            f"{breaker.cooldown:g} s. Try again in {retry_in} s; queries and downloads keep "
-            "working meanwhile.",
+        return ModelUnavailable.of(
+            "MODEL_BREAKER_OPEN",
+            url=self.base_url,
+            threshold=breaker.threshold,
+            cooldown=breaker.cooldown,
+            retry_in=retry_in,
             details={"model_service_url": self.base_url, "breaker": "open"},
             headers={"Retry-After": retry_in},
         )
@@ -230,16 +231,16 @@ class SegformerClient:
         status = response.status_code
         body = self._json_or_none(response)
         if status == 503:
-            raise ModelNotLoaded(
-                "The model service has no model loaded (it may be starting or switching "
-                "models). Try again in a minute.",
+            raise ModelNotLoaded.of(
+                "MODEL_NOT_LOADED",
                 details={"model_service_error": _error_text(body)},
                 headers={"Retry-After": self.retry_after},
             )
         if status != 200:
-            raise ModelServiceError(
-                f"The model service answered HTTP {status}: {_error_text(body) or 'no message'}. "
-                "Check the image, or the model service's log if it persists.",
+            raise ModelServiceError.of(
+                "MODEL_ERROR",
+                status=status,
+                message=_error_text(body) or "no message",
                 details={"model_status": status, "model_service_error": _error_text(body)},
             )
         if not isinstance(body, dict):
@@ -309,10 +310,19 @@ class SegformerClient:
         return body if isinstance(body, dict) and response.ok else None
 
 
+def upload_body_size(filename, mime_type, size):
+    """Bytes of the request body `analyse` sends for a file of `size` bytes: the
+    multipart form is built the same way (without the file) and measured."""
+    empty = requests.Request(
+        "POST", "http://model/upload", files={"image": (filename, b"", mime_type)}
+    ).prepare()
+    return len(empty.body) + size
+
+
 def bad_response(reason):
-    return ModelBadResponse(
-        f"The model service sent an answer the agent cannot use: {reason}. Nothing was "
-        "stored. Try again; if it persists, check the model service.",
+    return ModelBadResponse.of(
+        "MODEL_BAD_RESPONSE",
+        reason=reason,
         details={"reason": reason},
     )
 
