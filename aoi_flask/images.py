@@ -230,7 +230,7 @@ def query_defects():
             schema: {type: string}
             example: |
               region_unique_id,img_unique_id,filename,batch_id,timestamp,class_id,class_name,region_id,centroid_x,centroid_y,bbox_x,bbox_y,bbox_width,bbox_height,area_pixels,perimeter,major_axis,minor_axis,circularity,aspect_ratio,lot_id,wafer_id,tool_id,recipe,layer,operator,disposition,reviewer_class_name,review_comment
-              20260224_173819_AB12CD_1_1,20260224_173819_AB12CD,segformer_input.jpeg,,2026-02-24T17:38:19Z,1,PI_Particle,1,1655.904761904762,1508.0,1653,1506,7,5,14,15.313708305358887,5.750073432922363,3.9162988662719727,0.750200171090617,1.4682417326326294,LOT-2026.02_A,W07,AOI-3,M1_POST_CMP,M1,Chen Wei,true_defect,,
+              20260224_173819_AB12CD_1_1,20260224_173819_AB12CD,segformer_input.jpeg,,2026-02-24T17:38:19Z,1,PI_Particle,1,1655.904761904762,1508.0,1653,1506,7,5,14,15.313708305358887,5.750073432922363,3.9162988662719727,0.750200171090617,1.4682417326326294,LOT-2026.02_A,W07,AOI-3,M1_POST_CMP,M1,chen.wei,true_defect,,
       400: {$ref: '#/components/responses/InvalidFilter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}

@@ -167,7 +167,7 @@ TRACE_EXAMPLES = {
     "tool_id": "AOI-3",
     "recipe": "M1_POST_CMP",
     "layer": "M1",
-    "operator": "Chen Wei",
+    "operator": "chen.wei",
 }
 
 
