@@ -95,9 +95,9 @@ def register_services(app):
 
 
 def register_blueprints(app):
-    from . import batches, download, images, system, ui, upload
+    from . import batches, download, images, reviews, system, ui, upload
 
-    for module in (system, upload, images, batches, download, ui):
+    for module in (system, upload, images, reviews, batches, download, ui):
         app.register_blueprint(module.bp)
 
 

@@ -1,10 +1,12 @@
 """The API contract: Flasgger (OpenAPI 3.0.3) at /apidocs, the spec at /apispec.json.
 
 Nothing here restates a schema; each part of the spec comes from where its facts live:
-- `components.schemas`: every `Answer` schema of schemas.py (apispec's MarshmallowPlugin);
+- `components.schemas`: every `Answer` and JSON request `Body` schema of schemas.py
+  (apispec's MarshmallowPlugin);
 - `components.parameters`: the input schemas (`schema2parameters`). A docstring says
   `x-query: ImageList` to take every field of `ImageListSchema` as a query parameter,
-  and `$ref`s the path parameters (`ImgId`, `BatchId`, `Kind`);
+  and `$ref`s the path parameters (`ImgId`, `BatchId`, `RegionUniqueId`, `Kind`);
+  `x-form: Traceability` adds every field of `TraceabilitySchema` to the multipart body;
 - `components.responses`: errors.ERROR_RESPONSES, messages from errors.CATALOGUE;
 - `components.examples`: the real sample answer dumped through the schemas (samples.py).
 The views keep short Flasgger YAML docstrings: summary, parameters, what each status
@@ -41,7 +43,7 @@ CONSTANT_TYPES = {bool: "boolean", int: "integer", str: "string"}
 class Converter(OpenAPIConverter):
     """apispec's converter plus the conventions of schemas.py: `Shaped` fields are
     documented by their shape, `Constant`s as a one-value enum, and every field of an
-    `Answer` is required unless its metadata says `optional`."""
+    `Answer` is required unless its metadata says `optional`; a `Body` is closed."""
 
     def field2property(self, field):
         if isinstance(field, schemas.Shaped):
@@ -56,6 +58,8 @@ class Converter(OpenAPIConverter):
     def schema2jsonschema(self, schema):
         result = super().schema2jsonschema(schema)
         answer = resolve_schema_instance(schema)
+        if isinstance(answer, schemas.Body):
+            result["additionalProperties"] = False
         if isinstance(answer, schemas.Answer):
             result["additionalProperties"] = answer.unknown == INCLUDE
             result["required"] = [
@@ -63,6 +67,8 @@ class Converter(OpenAPIConverter):
                 for name, field in answer.fields.items()
                 if not field.metadata.get("optional")
             ]
+            if not result["required"]:
+                del result["required"]  # OpenAPI 3.0 refuses an empty list
         return result
 
 
@@ -102,7 +108,8 @@ def parameters(converter, schema, location, **names):
 @cache  # the schemas do not change while the process runs
 def build_components():
     spec = APISpec("AOI", "1", "3.0.3", plugins=[plugin := Plugin()])
-    for name, schema in schemas_of(schemas.Answer).items():
+    bodies = schemas_of(schemas.Body)
+    for name, schema in (schemas_of(schemas.Answer) | bodies).items():
         if name not in spec.components.schemas and name != "Generated":
             spec.components.schema(name, schema=schema)
     converter = plugin.converter
@@ -110,6 +117,7 @@ def build_components():
     params["Kind"] = parameters(converter, schemas.DownloadTypeSchema, "path", type="kind")["kind"]
     params["ImgId"]["example"] = samples.SAMPLE_ID
     params["BatchId"]["example"] = samples.SAMPLE_BATCH
+    params["RegionUniqueId"]["example"] = samples.SAMPLE_REGION
     query = {}  # x-query label → the keys of its parameters in components.parameters
     for label, schema in schemas_of(schemas.StrictSchema).items():  # x-query: <label>
         query[label] = []
@@ -119,7 +127,13 @@ def build_components():
                 key = f"{label}{key}"
             params[key] = param
             query[label].append(key)
-    return spec.to_dict()["components"]["schemas"], params, query
+    forms = {}  # x-form label → the multipart properties of its schema
+    for label in ("Traceability",):
+        properties = converter.schema2jsonschema(getattr(schemas, f"{label}Schema"))["properties"]
+        for prop in properties.values():
+            prop.pop("nullable", None)  # a form field is absent, never null
+        forms[label] = properties
+    return spec.to_dict()["components"]["schemas"], params, query, forms
 
 
 # ---- components.responses: the error answers, from errors.CATALOGUE --------------------
@@ -150,6 +164,7 @@ TAGS = [
     ("images", "Images and queries: stored results, their classes and regions, region search "
      "and statistics"),
     ("batches", "Progress of batch uploads, retries, the batch list"),
+    ("review", "Dispositions of detected regions by QC reviewers, and their log"),
     ("download", "Stored inputs, result images, analysis JSON and batch ZIPs, byte for byte"),
     ("system", "Health of the agent and everything it depends on; the docs"),
     ("ui", "Web pages for QC engineers (HTML; each page's script calls the JSON API)"),
@@ -190,10 +205,11 @@ def build_template(title, component_schemas, params):
 
 
 class ApiDocs(Swagger):
-    """Flasgger, plus `x-query: <Schema>` in docstrings expanded into parameter `$ref`s."""
+    """Flasgger, plus `x-query: <Schema>` in docstrings expanded into parameter `$ref`s
+    and `x-form: <Schema>` into properties of the multipart/form-data body."""
 
-    def __init__(self, *args, query, **kwargs):
-        self.query = query
+    def __init__(self, *args, query, forms, **kwargs):
+        self.query, self.forms = query, forms
         super().__init__(*args, **kwargs)
 
     def get_apispecs(self, endpoint="apispec_1"):
@@ -203,6 +219,9 @@ class ApiDocs(Swagger):
                 for label in operation.pop("x-query", "").split():
                     refs = [{"$ref": f"#/components/parameters/{k}"} for k in self.query[label]]
                     operation.setdefault("parameters", []).extend(refs)
+                for label in operation.pop("x-form", "").split():
+                    body = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+                    body["properties"].update(copy.deepcopy(self.forms[label]))
         return data
 
 
@@ -228,7 +247,7 @@ def swagger_config(app):
             "defaultModelsExpandDepth": 0,
             "showCommonExtensions": True,
         },
-        "optional_fields": [*OPTIONAL_FIELDS, "x-query"],
+        "optional_fields": [*OPTIONAL_FIELDS, "x-query", "x-form"],
         **app.config.get("SWAGGER", {}),
     }
 
@@ -273,10 +292,10 @@ def docs_headers(response):
 
 def register_apidocs(app):
     """Swagger UI at /apidocs/, the OpenAPI 3 spec at /apispec.json, /docs → /apidocs/."""
-    component_schemas, params, query = build_components()
+    component_schemas, params, query, forms = build_components()
     config = swagger_config(app)
     app.config["SWAGGER"] = config
     app.register_blueprint(bp)
     template = build_template(config["title"], component_schemas, params)
-    ApiDocs(app, config=config, template=template, sanitizer=keep_text, query=query)
+    ApiDocs(app, config=config, template=template, sanitizer=keep_text, query=query, forms=forms)
     app.after_request(docs_headers)

@@ -3,6 +3,7 @@
 from flask import Blueprint, jsonify, request
 
 from .extensions import services
+from .models import TRACE_FIELDS
 from .schemas import BatchFileSchema, PageSchema, batch_links, load_query_or_400, pages, utc_text
 from .services import batches as batch_service
 from .services.storage import utc_now
@@ -50,6 +51,7 @@ def dump_batch(batch):
         **dump_progress(progress),
         "total_processing_time": round(sum(times), 4),
         "elapsed_seconds": max(0.0, (end - batch.created_at).total_seconds()),
+        **{name: getattr(batch, name) for name in TRACE_FIELDS},
         "files": files,
     }
 

@@ -10,7 +10,7 @@ from .exports import region_csv_chunks
 from .extensions import services
 from .schemas import DownloadTypeSchema, SignedLinkSchema, load_or_400, load_query_or_400
 from .services import batches as batch_service
-from .services import queries, results
+from .services import queries, results, reviews
 from .services.imaging import disk_stem
 from .services.maintenance import refuse_if_purged
 from .services.queries import Window
@@ -194,7 +194,7 @@ def download_batch(batch_id):
         add_image_folder(archive, storage, image)
     archive.add(json.dumps(summary, indent=2, ensure_ascii=False).encode(), "batch_summary.json")
     rows = queries.stream_regions(Window(), {"batch_id": batch_id}, sort="oldest")
-    archive.add(b"".join(region_csv_chunks(rows)), "regions.csv")
+    archive.add(b"".join(region_csv_chunks(reviews.annotated(rows))), "regions.csv")
     return Response(
         archive,
         mimetype="application/zip",

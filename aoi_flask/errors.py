@@ -107,6 +107,12 @@ CATALOGUE = {
         {"received": 501, "limit": 500},
         {"max_batch_files": 500, "received": 501},
     ),
+    "INVALID_BODY": ErrorEntry(
+        400,
+        "Send a JSON object (Content-Type: application/json), e.g. {example}.",
+        "The body is not a JSON object",
+        {"example": '{"disposition": "false_call"}'},
+    ),
     "AUTH_REQUIRED": ErrorEntry(
         401,
         f"This endpoint needs an API key. {HOW_TO_SEND} Ask the administrator for a key.",
@@ -144,6 +150,14 @@ CATALOGUE = {
         404,
         "No batch with id {batch_id!r}. List batches with GET /batches.",
         "Unknown id",
+    ),
+    "REGION_NOT_FOUND": ErrorEntry(
+        404,
+        "Image {img_id} has no region {regions}. List its regions with "
+        "GET /images/{img_id}/regions; nothing was changed.",
+        "A region of another image, or none",
+        {"regions": "'20260224_173819_AB12CD_9_9'"},
+        {"missing": ["20260224_173819_AB12CD_9_9"]},
     ),
     "FILE_MISSING": ErrorEntry(
         404,
@@ -304,6 +318,7 @@ class ErrorAnswer:
 NOTHING_STORED = "; nothing was stored"
 BAD_QUERY = "Bad query parameter: the message names each field and the accepted values"
 BAD_PAGE = BadInput("A parameter out of range", "PageSchema", {"page": "0"})
+BAD_TRACE = BadInput("A bad traceability value", "TraceabilitySchema", {"lot_id": "LOT 7/B"})
 RETRY = {
     "Retry-After": {
         "description": "Seconds to wait before trying again",
@@ -326,7 +341,7 @@ ERROR_RESPONSES = {
         "The upload was refused" + NOTHING_STORED,
         ("NO_FILE", "EMPTY_FILENAME", "EMPTY_FILE", "UNSUPPORTED_FORMAT", "UNDECODABLE_IMAGE")
         + ("IMAGE_TOO_MANY_PIXELS",)
-        + (BadInput("A bad option", "UploadOptionsSchema", {"include_images": "maybe"}),),
+        + (BadInput("A bad option", "UploadOptionsSchema", {"include_images": "maybe"}), BAD_TRACE),
     ),
     "BatchRejected": ErrorAnswer(
         "The batch was refused as a whole" + NOTHING_STORED,
@@ -334,7 +349,24 @@ ERROR_RESPONSES = {
             "NO_FILES",
             "TOO_MANY_FILES",
             BadInput("A bad option", "BatchOptionsSchema", {"async": "?"}),
+            BAD_TRACE,
         ),
+    ),
+    "ReviewRejected": ErrorAnswer(
+        "The review was refused; nothing was changed",
+        (
+            "INVALID_BODY",
+            BadInput("An unknown disposition", "RegionDispositionSchema", {"disposition": "ok"}),
+            BadInput(
+                "A corrected class on a false call",
+                "RegionDispositionSchema",
+                {"disposition": "false_call", "reviewer_class_name": "PI_Particle"},
+            ),
+        ),
+    ),
+    "ImageReviewRejected": ErrorAnswer(
+        "The review was refused; nothing was changed",
+        ("INVALID_BODY", BadInput("Nothing to do", "ImageReviewSchema", {"regions": []})),
     ),
     "Unauthorized": ErrorAnswer(
         "API keys are configured and the request carries no valid one",
@@ -352,6 +384,10 @@ ERROR_RESPONSES = {
     ),
     "ImageNotFound": ErrorAnswer("No image with this id", ("IMAGE_NOT_FOUND",)),
     "BatchNotFound": ErrorAnswer("No batch with this id", ("BATCH_NOT_FOUND",)),
+    "RegionNotFound": ErrorAnswer(
+        "No image with this id, or a region that is not one of its own",
+        ("IMAGE_NOT_FOUND", "REGION_NOT_FOUND"),
+    ),
     "FileNotFound": ErrorAnswer(
         "No image with this id, or its file is gone from storage",
         ("IMAGE_NOT_FOUND", "FILE_MISSING"),

@@ -8,13 +8,16 @@ Call `examples()` inside a request context (it builds absolute URLs).
 """
 
 import json
+from collections import Counter
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
 from . import schemas
 from .errors import CATALOGUE, ApiError, BadInput, code_of, message
-from .models import BatchItem, Region
+from .models import TRACE_FIELDS, BatchItem, Region, RegionReview
+from .services import reviews as review_service
 from .services.imaging import EXTENSIONS, disk_name
 from .services.results import id_moment, image_rows
 from .services.storage import RESULT_FILES
@@ -24,6 +27,15 @@ SAMPLE_ID = "20260224_173819_AB12CD"
 SAMPLE_BATCH = "20260224_180002_Q7M3XK"
 BATCH_IMAGE = "20260224_180002_H2K9PL"
 MODEL_URL = "http://127.0.0.1:8080"
+SAMPLE_REGION = f"{SAMPLE_ID}_1_1"
+REVIEWER = "qc-line1"
+# What a reviewer said of four of the sample's regions: (region, disposition, class, comment).
+SAMPLE_REVIEWS = (
+    ("1_1", "true_defect", None, None),
+    ("1_2", "false_call", None, "glare on the pad edge"),
+    ("1_3", "nuisance", "Env_Particle", "dust, not a PI particle"),
+    ("2_1", "true_defect", None, None),
+)
 
 
 def sample_analysis_bytes():
@@ -74,6 +86,8 @@ def sample_image(img_id=SAMPLE_ID, filename=None, batch_id=None):
             if row["class_unique_id"] == defect_class.class_unique_id
         ]
     image.created_at = moment
+    for name, value in schemas.TRACE_EXAMPLES.items():
+        setattr(image, name, value)
     return image
 
 
@@ -183,7 +197,13 @@ def batch_examples(image):
             "A finished batch: one file done, one refused",
             dump(
                 schemas.BatchSchema,
-                {**progress, "total_processing_time": time, "elapsed_seconds": 1.0, "files": files},
+                {
+                    **progress,
+                    "total_processing_time": time,
+                    "elapsed_seconds": 1.0,
+                    **{name: getattr(image, name) for name in TRACE_FIELDS},
+                    "files": files,
+                },
             ),
         ),
         "BatchRetried": example(
@@ -223,6 +243,136 @@ def stats_example(image):
         ],
         "daily": [{"date": when[:10], "images": 1, "defects": image.total_defects}],
         "window": {"start_date": when[:10], "end_date": None},
+        "filters": {},
+        "review": review_stats_example(image),
+    }
+
+
+# ---- review (issue #16) ----------------------------------------------------------------
+
+
+def sample_reviews(image):
+    """The sample reviews as stored rows, by region id."""
+    moment = image.timestamp + timedelta(minutes=20)
+    return {
+        f"{image.img_unique_id}_{suffix}": RegionReview(
+            region_unique_id=f"{image.img_unique_id}_{suffix}",
+            img_unique_id=image.img_unique_id,
+            disposition=disposition,
+            reviewer_class_name=reviewer_class,
+            comment=comment,
+            reviewed_by=REVIEWER,
+            reviewed_at=moment,
+        )
+        for suffix, disposition, reviewer_class, comment in SAMPLE_REVIEWS
+    }
+
+
+def review_input(review):
+    return {name: getattr(review, name) for name in review_service.REVIEW_VALUES}
+
+
+def review_stats_example(image):
+    """/stats `review` for the sample reviews (what the SQL of services/reviews.py sums)."""
+    found = sample_reviews(image)
+    model_class = {r.region_unique_id: c.class_name for c in image.classes for r in c.regions}
+    by_class, confusion = {}, Counter()
+    for region_id, review in found.items():
+        name = model_class[region_id]
+        by_class.setdefault(name, Counter())[review.disposition] += 1
+        if review.disposition == "false_call":
+            corrected = review_service.FALSE_CALL_COLUMN
+        else:
+            corrected = review.reviewer_class_name or name
+        confusion[name, corrected] += 1
+    totals = review_service.rates(Counter(r.disposition for r in found.values()))
+    return {
+        "totals": totals,
+        "by_class": [{"class_name": n, **review_service.rates(c)} for n, c in by_class.items()],
+        "by_tool": [{"tool_id": image.tool_id, **totals}],
+        "by_model": [{"model": image.model_name, **totals}],
+        "confusion": [
+            {"model_class": model, "reviewer_class": corrected, "regions": number}
+            for (model, corrected), number in sorted(confusion.items())
+        ],
+        "daily": [{"date": schemas.utc_text(image.timestamp)[:10], **totals}],
+    }
+
+
+def review_examples(image):
+    found = sample_reviews(image)
+    first, *others = found.values()
+    moment = first.reviewed_at
+    log = []
+    for review in found.values():
+        new = review_input(review)
+        old = review_service.review_values(None)
+        log.append(
+            review_service.log_entry(
+                image.img_unique_id, review.region_unique_id, REVIEWER, moment, old, new
+            )
+        )
+    mark = ({"reviewed": False, "reviewed_by": None}, {"reviewed": True, "reviewed_by": REVIEWER})
+    log.append(review_service.log_entry(image.img_unique_id, None, REVIEWER, moment, *mark))
+    for number, entry in enumerate(log, 1):
+        entry.id = number
+    stats = stats_example(image)
+    tool = image.tool_id
+    group = {
+        "tool_id": tool,
+        "images": 1,
+        "regions": image.total_defects,
+        **stats["review"]["totals"],
+    }
+    return {
+        "RegionDisposition": example("A region confirmed as a real defect", review_input(first)),
+        "RegionReviewed": example(
+            "The region's review now",
+            dump(
+                schemas.RegionReviewedSchema,
+                {
+                    "img_unique_id": image.img_unique_id,
+                    "region_unique_id": first.region_unique_id,
+                    "review": schemas.dump_review(first),
+                },
+            ),
+        ),
+        "ImageReview": example(
+            "Three more regions, and the image marked reviewed",
+            {
+                "regions": [
+                    {"region_unique_id": r.region_unique_id, **review_input(r)} for r in others
+                ],
+                "reviewed": True,
+            },
+        ),
+        "ImageReviewed": example(
+            "Three dispositions and the reviewed mark written",
+            dump(
+                schemas.ImageReviewedSchema,
+                {
+                    "img_unique_id": image.img_unique_id,
+                    "changes": len(others) + 1,
+                    "reviewed_at": moment,
+                    "reviewed_by": REVIEWER,
+                    "progress": {"regions": image.total_defects, "reviewed": len(found)},
+                },
+            ),
+        ),
+        "ReviewLog": example(
+            "Four dispositions, then the reviewed mark",
+            dump(
+                schemas.ReviewLogSchema,
+                {"img_unique_id": image.img_unique_id, "total": len(log), "entries": log},
+            ),
+        ),
+        "StatsGrouped": example(
+            f"The sample, reviewed, grouped by tool (?group_by=tool_id&tool_id={tool})",
+            dump(
+                schemas.StatsSchema,
+                {**stats, "filters": {"tool_id": tool}, "group_by": "tool_id", "groups": [group]},
+            ),
+        ),
     }
 
 
@@ -304,7 +454,8 @@ def examples():
             dump(schemas.ClassListSchema, {"img_unique_id": SAMPLE_ID, "classes": image.classes}),
         ),
         "Regions": example(
-            "All 7 regions of the sample image", schemas.dump_regions(SAMPLE_ID, image.classes)
+            "All 7 regions of the sample image, 4 of them reviewed",
+            schemas.dump_regions(SAMPLE_ID, image.classes, sample_reviews(image)),
         ),
         "Deleted": example(
             "Rows and files removed", dump(schemas.DeletedSchema, {"img_unique_id": SAMPLE_ID})
@@ -320,7 +471,14 @@ def examples():
             schemas.page_of(
                 schemas.DefectPageSchema,
                 "regions",
-                [schemas.dump_region_row(search_row(region, image)) for region in largest],
+                [
+                    schemas.dump_region_row(
+                        search_row(region, image),
+                        {name: getattr(image, name) for name in TRACE_FIELDS},
+                        sample_reviews(image).get(region.region_unique_id),
+                    )
+                    for region in largest
+                ],
                 total=5,
                 page=1,
                 limit=2,
@@ -331,6 +489,7 @@ def examples():
             dump(schemas.StatsSchema, stats_example(image)),
         ),
         **batch_examples(sample_image(BATCH_IMAGE, "wafer_01.jpeg", SAMPLE_BATCH)),
+        **review_examples(image),
         "HealthOk": example("Everything works", health_example("ok")),
         "HealthDegraded": example("Model service down", health_example("degraded")),
         "HealthDown": example("Database down", health_example("down")),

@@ -8,22 +8,25 @@ metadata says `optional`.
 """
 
 import difflib
+import json
 from datetime import UTC, datetime, timedelta
 
 from flask import url_for
 from marshmallow import (
     EXCLUDE,
     INCLUDE,
+    RAISE,
     Schema,
     ValidationError,
     fields,
     post_load,
+    pre_load,
     validate,
     validates_schema,
 )
 
 from .errors import ApiError
-from .models import CLASS_NAMES
+from .models import CLASS_NAMES, DISPOSITIONS, TRACE_FIELDS, TRACE_LENGTH
 from .security import signed_url
 from .services.queries import IMAGE_SORTS, REGION_SORTS, Window
 
@@ -142,6 +145,101 @@ IMG_ID = doc(
 BATCH_ID = doc("Batch id, same form as an image id")
 
 
+# ---- traceability (issue #16) ---------------------------------------------------------
+
+TRACE_DESCRIPTIONS = {
+    "lot_id": "Production lot of the wafer",
+    "wafer_id": "Wafer within the lot",
+    "tool_id": "Inspection (AOI) tool that took the image",
+    "recipe": "Inspection recipe",
+    "layer": "Process layer inspected",
+    "operator": "Operator who ran the inspection",
+}
+TRACE_CHARACTERS = "letters, digits, '.', '_' and '-'"
+TRACE_PATTERNS = {
+    name: (r"^[A-Za-z0-9._-]+$", TRACE_CHARACTERS) for name in TRACE_FIELDS if name != "operator"
+}
+# A person's name may hold spaces.
+TRACE_PATTERNS["operator"] = (r"^[A-Za-z0-9._ -]+$", f"{TRACE_CHARACTERS} and spaces")
+TRACE_EXAMPLES = {
+    "lot_id": "LOT-2026.02_A",
+    "wafer_id": "W07",
+    "tool_id": "AOI-3",
+    "recipe": "M1_POST_CMP",
+    "layer": "M1",
+    "operator": "chen.wei",
+}
+
+
+def trace_input(name, purpose):
+    pattern, allowed = TRACE_PATTERNS[name]
+    return fields.String(
+        load_default=None,
+        validate=[
+            validate.Length(max=TRACE_LENGTH, error=f"must be at most {TRACE_LENGTH} characters"),
+            validate.Regexp(pattern, error=f"may hold only {allowed}"),
+        ],
+        metadata=doc(f"{TRACE_DESCRIPTIONS[name]} — {purpose}", example=TRACE_EXAMPLES[name]),
+    )
+
+
+def trace_output(name):
+    return fields.String(allow_none=True, metadata=doc(TRACE_DESCRIPTIONS[name]))
+
+
+def reviewer_name(what):
+    return fields.String(
+        allow_none=True, metadata=doc(f"Name of the API key that {what} (or `anonymous`)")
+    )
+
+
+class TraceabilitySchema(Schema):
+    """The optional traceability form fields of an upload (a batch's apply to every
+    file); documented in the multipart body (`x-form: Traceability`)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    lot_id = trace_input("lot_id", "stored with the image")
+    wafer_id = trace_input("wafer_id", "stored with the image")
+    tool_id = trace_input("tool_id", "stored with the image")
+    recipe = trace_input("recipe", "stored with the image")
+    layer = trace_input("layer", "stored with the image")
+    operator = trace_input("operator", "stored with the image")
+
+    @pre_load
+    def blank_is_absent(self, data, **kwargs):
+        """Surrounding spaces go; an empty field (an unfilled form input) is no value."""
+        cleaned = dict(data)
+        for name in TRACE_FIELDS:
+            value = cleaned.get(name)
+            if isinstance(value, str):
+                value = value.strip()
+                if value:
+                    cleaned[name] = value
+                else:
+                    cleaned.pop(name)
+        return cleaned
+
+
+def traceability_of(options):
+    """The traceability values of loaded options, absent ones left out."""
+    return {name: options[name] for name in TRACE_FIELDS if options.get(name) is not None}
+
+
+def load_traceability_or_400(form):
+    return traceability_of(load_or_400(TraceabilitySchema(), form))
+
+
+class TraceFilterSchema(TraceabilitySchema, StrictSchema):
+    lot_id = trace_input("lot_id", "only images of this lot (exact match)")
+    wafer_id = trace_input("wafer_id", "only images of this wafer (exact match)")
+    tool_id = trace_input("tool_id", "only images from this tool (exact match)")
+    recipe = trace_input("recipe", "only images of this recipe (exact match)")
+    layer = trace_input("layer", "only images of this layer (exact match)")
+    operator = trace_input("operator", "only images of this operator (exact match)")
+
+
 # ---- inputs -------------------------------------------------------------------
 
 
@@ -179,6 +277,11 @@ class PathSchema(Schema):
         required=True,
         validate=validate.Length(max=64),
         metadata=doc("Batch id as returned by POST /upload/batch or GET /batches"),
+    )
+    region_unique_id = fields.String(
+        required=True,
+        validate=validate.Length(max=255),
+        metadata=doc("Region id (`region_unique_id`) as returned by GET /images/{img_id}/regions"),
     )
 
 
@@ -278,6 +381,14 @@ class ImageResultSchema(Answer):
         "Download of the analysis JSON",
         lambda image: external("download.download_json", img_id=image.img_unique_id),
     )
+    lot_id = trace_output("lot_id")
+    wafer_id = trace_output("wafer_id")
+    tool_id = trace_output("tool_id")
+    recipe = trace_output("recipe")
+    layer = trace_output("layer")
+    operator = trace_output("operator")
+    reviewed_at = utc("When a reviewer marked the image reviewed", allow_none=True)
+    reviewed_by = reviewer_name("marked the image reviewed")
 
 
 class ImageDetailSchema(ImageResultSchema):
@@ -330,6 +441,38 @@ def region_values():
 
 
 REGION_VALUE_FIELDS = tuple(region_values())
+
+
+class RegionReviewSchema(Answer):
+    class Meta:
+        description = (
+            "A region's current review, beside the model's values (`unreviewed`, with "
+            "nulls, when never reviewed)"
+        )
+
+    disposition = fields.String(validate=one_of(DISPOSITIONS))
+    reviewer_class_name = fields.String(
+        allow_none=True, metadata=doc("The class the reviewer says it is (null: the model's)")
+    )
+    comment = fields.String(allow_none=True)
+    reviewed_by = reviewer_name("set it")
+    reviewed_at = utc("When it was set", allow_none=True)
+
+
+UNREVIEWED = {
+    "disposition": "unreviewed",
+    "reviewer_class_name": None,
+    "comment": None,
+    "reviewed_by": None,
+    "reviewed_at": None,
+}
+
+
+def dump_review(review):
+    return RegionReviewSchema().dump(review) if review is not None else dict(UNREVIEWED)
+
+
+REVIEW = Shaped(fields.Nested(RegionReviewSchema), metadata=doc("The reviewer's disposition"))
 RegionValuesSchema = Answer.from_dict(region_values(), name="RegionValues")
 RegionSchema = Answer.from_dict(
     {
@@ -338,6 +481,7 @@ RegionSchema = Answer.from_dict(
             validate=validate.Range(min=0), metadata=doc("1-based within its class")
         ),
         **region_values(),
+        "review": REVIEW,
     },
     name="Region",
 )
@@ -357,15 +501,20 @@ class RegionsSchema(Answer):
     classes = fields.List(fields.Nested(ClassRegionsSchema))
 
 
-def dump_regions(img_id, classes):
-    """PRD Example 3: regions grouped by class."""
-    return RegionsSchema().dump(
+def dump_regions(img_id, classes, reviews=None):
+    """PRD Example 3: regions grouped by class, each with its review (`reviews`:
+    RegionReview by region id; a region without one is unreviewed)."""
+    body = RegionsSchema().dump(
         {
             "img_unique_id": img_id,
             "total_regions": sum(c.total_regions for c in classes),
             "classes": classes,
         }
     )
+    for item in body["classes"]:
+        for region in item["regions"]:
+            region["review"] = dump_review((reviews or {}).get(region["region_unique_id"]))
+    return body
 
 
 class ClassListSchema(Answer):
@@ -565,6 +714,12 @@ class BatchSchema(BatchProgressSchema):
     success = fields.Constant(True)
     total_processing_time = fields.Float(validate=validate.Range(min=0))
     elapsed_seconds = fields.Float(validate=validate.Range(min=0))
+    lot_id = trace_output("lot_id")
+    wafer_id = trace_output("wafer_id")
+    tool_id = trace_output("tool_id")
+    recipe = trace_output("recipe")
+    layer = trace_output("layer")
+    operator = trace_output("operator")
     files = rows(BatchFileSchema)
 
 
@@ -732,9 +887,13 @@ def sort_order(sorts):
     )
 
 
-class ImageListSchema(WindowSchema, PageSchema):
+class ImageListSchema(TraceFilterSchema, WindowSchema, PageSchema):
     class_name = class_filter()
     batch_id = batch_filter("images")
+    reviewed = fields.Boolean(
+        load_default=None,
+        metadata=doc("true: only images marked reviewed; false: only the others"),
+    )
     sort = sort_order(IMAGE_SORTS)
 
 
@@ -747,9 +906,14 @@ def non_negative(name, description):
     )
 
 
-class DefectQuerySchema(WindowSchema, PageSchema):
+class DefectQuerySchema(TraceFilterSchema, WindowSchema, PageSchema):
     class_name = class_filter()
     batch_id = batch_filter("regions of images")
+    disposition = fields.String(
+        load_default=None,
+        validate=one_of(DISPOSITIONS),
+        metadata=doc("Only regions with this review disposition (`unreviewed`: none set)"),
+    )
     img_unique_id = fields.String(
         load_default=None,
         validate=validate.Length(max=255),
@@ -798,6 +962,14 @@ class HistoryImageSchema(Answer):
         "GET /images/{img_id}",
         lambda image: external("images.get_image", img_id=image.img_unique_id),
     )
+    lot_id = trace_output("lot_id")
+    wafer_id = trace_output("wafer_id")
+    tool_id = trace_output("tool_id")
+    recipe = trace_output("recipe")
+    layer = trace_output("layer")
+    operator = trace_output("operator")
+    reviewed_at = utc("When a reviewer marked the image reviewed", allow_none=True)
+    reviewed_by = reviewer_name("marked the image reviewed")
 
 
 class HistoryPageSchema(PageEnvelopeSchema):
@@ -815,6 +987,8 @@ DefectRowSchema = Answer.from_dict(
         "timestamp": utc("When the image was stored"),
         "batch_id": fields.String(allow_none=True),
         "filename": fields.String(allow_none=True),
+        **{name: trace_output(name) for name in TRACE_FIELDS},
+        "review": REVIEW,
     },
     name="DefectRow",
 )
@@ -824,8 +998,8 @@ class DefectPageSchema(PageEnvelopeSchema):
     regions = rows(DefectRowSchema)
 
 
-def dump_region_row(row):
-    """One region-search row (JSON)."""
+def dump_region_row(row, trace=None, review=None):
+    """One region-search row (JSON), with its image's traceability values and its review."""
     region = row.Region
     return {
         "region_unique_id": region.region_unique_id,
@@ -837,6 +1011,8 @@ def dump_region_row(row):
         "timestamp": utc_text(row.timestamp),
         "batch_id": row.batch_id,
         "filename": row.original_filename,
+        **{name: (trace or {}).get(name) for name in TRACE_FIELDS},
+        "review": dump_review(review),
     }
 
 
@@ -883,6 +1059,106 @@ class WindowEchoSchema(Answer):
     end_date = fields.String(allow_none=True, metadata=doc("As given"))
 
 
+# ---- statistics of the reviews (issue #16) ------------------------------------------------
+
+GROUP_BY_CHOICES = ("tool_id", "lot_id", "recipe", "wafer_id", "layer", "operator")
+
+
+class StatsQuerySchema(TraceFilterSchema, WindowSchema):
+    group_by = fields.String(
+        load_default=None,
+        validate=one_of(GROUP_BY_CHOICES),
+        metadata=doc("Also give totals and review rates per value of this field (`groups`)"),
+    )
+
+
+def share(name):
+    return fields.Float(
+        allow_none=True,
+        validate=validate.Range(min=0, max=1),
+        metadata=doc(f"{name} / reviewed_regions (null: none reviewed)"),
+    )
+
+
+class ReviewRatesSchema(Answer):
+    class Meta:
+        description = "What the reviewers said of the model's regions"
+
+    reviewed_regions = count("Regions with a disposition other than unreviewed")
+    true_defect = count()
+    false_call = count()
+    nuisance = count()
+    false_call_rate = share("false_call")
+    nuisance_rate = share("nuisance")
+
+
+class ClassRatesSchema(ReviewRatesSchema):
+    class_name = fields.String(metadata=doc("The model's class"))
+
+
+class ToolRatesSchema(ReviewRatesSchema):
+    tool_id = trace_output("tool_id")
+
+
+class ModelRatesSchema(ReviewRatesSchema):
+    model = fields.String(allow_none=True, metadata=doc("Model name"))
+
+
+class DayRatesSchema(ReviewRatesSchema):
+    date = fields.String(metadata=doc("UTC day the images were taken", format="date"))
+
+
+class ConfusionSchema(Answer):
+    class Meta:
+        description = "Reviewed regions by model class → reviewer class"
+
+    model_class = fields.String()
+    reviewer_class = fields.String(
+        metadata=doc("The corrected class if given, else the model's; `false_call` for false calls")
+    )
+    regions = count()
+
+
+class ReviewStatsSchema(Answer):
+    class Meta:
+        description = "How the reviews judge the model: in total, per class, tool, model and day"
+
+    totals = fields.Nested(ReviewRatesSchema)
+    by_class = fields.List(fields.Nested(ClassRatesSchema))
+    by_tool = fields.List(fields.Nested(ToolRatesSchema))
+    by_model = fields.List(fields.Nested(ModelRatesSchema))
+    confusion = fields.List(fields.Nested(ConfusionSchema))
+    daily = fields.List(fields.Nested(DayRatesSchema))
+
+
+def optional_trace(name, description, allow_none=True):
+    return fields.String(
+        allow_none=allow_none,
+        metadata=doc(f"{TRACE_DESCRIPTIONS[name]} ({description})", optional=True),
+    )
+
+
+class GroupRowSchema(
+    ReviewRatesSchema.from_dict(
+        {name: optional_trace(name, "the grouped field only") for name in TRACE_FIELDS}
+    )
+):
+    class Meta:
+        description = "One value of `group_by`: its images, regions and review rates"
+
+    images = count()
+    regions = count()
+
+
+class TraceEchoSchema(
+    Answer.from_dict(
+        {name: optional_trace(name, "as given", allow_none=False) for name in TRACE_FIELDS}
+    )
+):
+    class Meta:
+        description = "The traceability filters applied (only those given)"
+
+
 class StatsSchema(Answer):
     class Meta:
         description = "Totals, per-class counts, processing times, storage and the daily trend"
@@ -895,6 +1171,169 @@ class StatsSchema(Answer):
     classes = fields.List(fields.Nested(ClassStatsSchema))
     daily = fields.List(fields.Nested(DailySchema))
     window = fields.Nested(WindowEchoSchema)
+    filters = fields.Nested(TraceEchoSchema)
+    review = fields.Nested(ReviewStatsSchema)
+    group_by = fields.String(
+        validate=one_of(GROUP_BY_CHOICES), metadata=doc("As requested", optional=True)
+    )
+    groups = fields.List(
+        fields.Nested(GroupRowSchema),
+        metadata=doc("One row per value of `group_by` (only with it)", optional=True),
+    )
+
+
+# ---- review (issue #16) ---------------------------------------------------------------------
+
+COMMENT_LENGTH = 1000
+DEFECT_VERDICTS = ("true_defect", "nuisance")
+
+
+class Body(Schema):
+    """A JSON request body (components.schemas); an unknown key is refused."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class RegionDispositionSchema(Body):
+    class Meta:
+        description = "A reviewer's verdict on one region; the model's own values stay untouched"
+
+    disposition = fields.String(
+        required=True,
+        validate=one_of(DISPOSITIONS),
+        metadata=doc("unreviewed, true_defect, false_call or nuisance", example="false_call"),
+    )
+    reviewer_class_name = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=one_of(CLASS_CHOICES),
+        metadata=doc(
+            "The class the reviewer says it is (true_defect and nuisance only; null: the "
+            "model's class)"
+        ),
+    )
+    comment = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(
+            max=COMMENT_LENGTH, error=f"must be at most {COMMENT_LENGTH} characters"
+        ),
+        metadata=doc(f"Free text, at most {COMMENT_LENGTH} characters"),
+    )
+
+    @validates_schema
+    def class_only_for_defects(self, data, **kwargs):
+        if data.get("reviewer_class_name") and data["disposition"] not in DEFECT_VERDICTS:
+            raise ValidationError(
+                "goes only with disposition true_defect or nuisance (a false call or an "
+                "unreviewed region has no class); leave it out or null",
+                "reviewer_class_name",
+            )
+
+
+class RegionReviewItemSchema(RegionDispositionSchema):
+    class Meta:
+        description = "The disposition of one region of the image"
+
+    region_unique_id = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=255),
+        metadata=doc("A region of this image", example="20260224_173819_AB12CD_1_1"),
+    )
+
+
+class ImageReviewSchema(Body):
+    class Meta:
+        description = "Several dispositions and/or the image's reviewed mark, all or nothing"
+
+    regions = fields.List(
+        fields.Nested(RegionReviewItemSchema),
+        load_default=list,
+        validate=validate.Length(max=10_000, error="at most 10000 regions per request"),
+        metadata=doc("Dispositions to set, one per region"),
+    )
+    reviewed = fields.Boolean(
+        load_default=None,
+        allow_none=True,
+        metadata=doc("true: mark the image reviewed; false: clear the mark"),
+    )
+
+    @validates_schema
+    def something_to_do(self, data, **kwargs):
+        if not data.get("regions") and data.get("reviewed") is None:
+            raise ValidationError("give at least one region, or reviewed true/false", "regions")
+        ids = [item["region_unique_id"] for item in data.get("regions") or []]
+        if len(ids) != len(set(ids)):
+            raise ValidationError("each region may appear only once", "regions")
+
+
+class RegionReviewedSchema(Answer):
+    class Meta:
+        description = "Answer of PATCH /images/{img_id}/regions/{region_unique_id}"
+
+    success = fields.Constant(True)
+    img_unique_id = fields.String(metadata=IMG_ID)
+    region_unique_id = fields.String()
+    review = REVIEW
+
+
+class ReviewProgressSchema(Answer):
+    regions = count("Regions of the image")
+    reviewed = count("Regions with a disposition other than unreviewed")
+
+
+class ImageReviewedSchema(Answer):
+    class Meta:
+        description = "Answer of POST /images/{img_id}/review: what changed, and the progress"
+
+    success = fields.Constant(True)
+    img_unique_id = fields.String(metadata=IMG_ID)
+    changes = count("Log entries written (values already set write none)")
+    reviewed_at = utc("When the image was marked reviewed", allow_none=True)
+    reviewed_by = reviewer_name("marked the image reviewed")
+    progress = fields.Nested(ReviewProgressSchema)
+
+
+class ReviewValueSchema(Answer):
+    class Meta:
+        description = "A logged value: a region's review, or the image's reviewed mark"
+
+    disposition = fields.String(validate=one_of(DISPOSITIONS), metadata=doc(optional=True))
+    reviewer_class_name = fields.String(allow_none=True, metadata=doc(optional=True))
+    comment = fields.String(allow_none=True, metadata=doc(optional=True))
+    reviewed = fields.Boolean(metadata=doc("The image's mark", optional=True))
+    reviewed_by = fields.String(allow_none=True, metadata=doc(optional=True))
+
+
+def logged_value(attribute, description):
+    return Shaped(
+        fields.Nested(ReviewValueSchema, metadata=doc(description)),
+        lambda entry: json.loads(getattr(entry, attribute)),
+    )
+
+
+class ReviewLogEntrySchema(Answer):
+    id = fields.Integer(
+        validate=validate.Range(min=1), metadata=doc("Increasing; the log is append-only")
+    )
+    region_unique_id = fields.String(
+        allow_none=True, metadata=doc("null: the image's reviewed mark changed")
+    )
+    changed_by = fields.String(metadata=doc("API key name, or anonymous"))
+    changed_at = utc("When")
+    old = logged_value("old_value", "Value before")
+    new = logged_value("new_value", "Value after")
+
+
+class ReviewLogSchema(Answer):
+    class Meta:
+        description = "Every review change of one image, oldest first"
+
+    success = fields.Constant(True)
+    img_unique_id = fields.String(metadata=IMG_ID)
+    total = count()
+    entries = fields.List(fields.Nested(ReviewLogEntrySchema))
 
 
 # ---- health -----------------------------------------------------------------------

@@ -11,6 +11,10 @@ The image and download URLs the API hands out carry an expiring signature
 links work without a header. A download request with a valid signature needs
 no key. With no API keys configured the API is open, URLs stay unsigned, and a
 warning is logged where the server starts (`startup_warnings`).
+
+A key may carry a name (`qc-line1:KEY1,qc-line2:KEY2`); the review log records
+the name of the key a change was made with (`g.api_key_name`). A plain key is
+named by a short fingerprint of itself (`key-1a2b3c4d`), so logs never hold a key.
 """
 
 import hashlib
@@ -20,7 +24,7 @@ import math
 import time
 from urllib.parse import unquote, urlsplit
 
-from flask import current_app, request
+from flask import current_app, g, request
 from flask_cors import CORS
 
 from .errors import AUTHENTICATE, ApiError
@@ -35,6 +39,7 @@ SIGNED_BLUEPRINT = "download"
 CORS_EXPOSE_HEADERS = ["Location", "Retry-After", "X-Request-ID", "Content-Disposition"]
 CORS_ALLOW_HEADERS = ["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"]
 MIN_KEY_LENGTH = 16
+NAME_LENGTH = 64  # as stored in the review log
 
 
 class AuthError(ApiError):
@@ -50,21 +55,43 @@ class SignatureError(ApiError):
 # ---- keys ---------------------------------------------------------------------------
 
 
-def api_keys(app=None):
-    """The configured keys as bytes (a comma-separated string is accepted too)."""
+def named_api_keys(app=None):
+    """The configured keys as (name, key bytes); a comma-separated string is accepted
+    too, and each entry may be `name:key`."""
     keys = (app or current_app).config.get("API_KEYS") or []
     if isinstance(keys, str):
         keys = keys.split(",")
-    return [key.strip().encode("utf-8") for key in keys if key and key.strip()]
+    return [parse_key(entry.strip()) for entry in keys if entry and entry.strip()]
 
 
-def key_matches(given, keys):
-    """Constant-time comparison against every key (no early exit on a match)."""
+def parse_key(entry):
+    name, separator, key = entry.partition(":")
+    if separator and name.strip() and key.strip():
+        return name.strip()[:NAME_LENGTH], key.strip().encode("utf-8")
+    key = entry.encode("utf-8")
+    return f"key-{hashlib.sha256(key).hexdigest()[:8]}", key
+
+
+def api_keys(app=None):
+    """The configured keys as bytes."""
+    return [key for _, key in named_api_keys(app)]
+
+
+def key_name(given, named_keys):
+    """The name of the key `given` matches, or None; compared in constant time
+    against every key (no early exit on a match)."""
     given = given.encode("utf-8")
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, key)
-    return matched
+    found = None
+    for name, key in named_keys:
+        if hmac.compare_digest(given, key) and found is None:
+            found = name
+    return found
+
+
+def reviewer_name():
+    """Who a review is logged as: the name of the request's API key, or `anonymous`
+    (API open, no keys configured)."""
+    return g.get("api_key_name") or "anonymous"
 
 
 def presented_keys():
@@ -93,12 +120,15 @@ def check_access():
     """before_request: let the request through, or raise 401/403."""
     if request.method == "OPTIONS":  # CORS preflight: browsers send no credentials
         return None
-    keys = api_keys()
-    if not keys or is_open():
+    named_keys = named_api_keys()
+    if not named_keys or is_open():
         return None
     given = presented_keys()
-    if any(key_matches(key, keys) for key in given):
-        return None
+    for key in given:
+        name = key_name(key, named_keys)
+        if name:
+            g.api_key_name = name
+            return None
     if request.blueprint == SIGNED_BLUEPRINT and has_signature():
         verify_signature()
         return None
@@ -182,7 +212,7 @@ def register_cors(app):
         origins=origins,
         expose_headers=CORS_EXPOSE_HEADERS,
         allow_headers=CORS_ALLOW_HEADERS,
-        methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+        methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
         max_age=600,
     )
     log.info("CORS allowed for: %s", ", ".join(origins))

@@ -13,6 +13,7 @@ from .schemas import (
     UploadOptionsSchema,
     batch_links,
     load_or_400,
+    load_traceability_or_400,
 )
 from .services import batches as batch_service
 from .services.results import read_analysis
@@ -57,9 +58,11 @@ def upload_image():
     Its type is checked by content (JPEG, PNG, TIFF or BMP, whatever the name), at
     most 50 MB. The agent saves the input, calls the model service, stores the three
     result images and the analysis, and answers **201** with `Location` and the
-    result (PRD Example 1). With `include_images=true` the body also carries the
-    three PNGs as base64, like the model service's own answer. After any failure
-    nothing is left behind.
+    result (PRD Example 1). Optional form fields `lot_id`, `wafer_id`, `tool_id`,
+    `recipe`, `layer` and `operator` (at most 64 letters, digits, `.`, `_`, `-`;
+    `operator` also spaces) are stored with the image. With `include_images=true`
+    the body also carries the three PNGs as base64, like the model service's own
+    answer. After any failure nothing is left behind.
 
     400 codes: `NO_FILE`, `EMPTY_FILENAME`, `EMPTY_FILE`, `UNSUPPORTED_FORMAT`,
     `UNDECODABLE_IMAGE`, `IMAGE_TOO_MANY_PIXELS`, `INVALID_PARAMETER`.
@@ -67,6 +70,7 @@ def upload_image():
     tags: [upload]
     operationId: upload_image
     x-query: UploadOptions
+    x-form: Traceability
     requestBody:
       required: true
       content:
@@ -107,11 +111,12 @@ def upload_image():
     # Refuse oversize bodies before the form is parsed (multipart overhead allowed).
     request.max_content_length = upload_limit() + MB
     options = load_or_400(UploadOptionsSchema(), {**request.args, **request.form})
+    trace = load_traceability_or_400(request.form)
     file = request.files.get("image")
     if file is None:
         raise ApiError.of("NO_FILE")
     data = read_upload(file)
-    stored = services().results.analyse_upload(data, submitted_filename(file))
+    stored = services().results.analyse_upload(data, submitted_filename(file), trace=trace)
     body = ImageResultSchema().dump(stored.image)
     body["analysis_results"] = stored.answer.analysis
     if options["include_images"]:
@@ -149,7 +154,9 @@ def upload_batch():
     Send each image as a multipart/form-data field `images`, repeating the field
     (curl: `-F images=@a.jpg -F images=@b.jpg`); at most 500 files of 50 MB each.
     Every input is checked and saved before any model call; a bad file becomes a
-    failed row and never fails the others. By default the answer waits for every
+    failed row and never fails the others. The optional traceability form fields
+    (`lot_id`, `wafer_id`, `tool_id`, `recipe`, `layer`, `operator`, as for POST
+    /upload) apply to every file of the batch. By default the answer waits for every
     file (200, one result per file, in order). With `async=true` it answers
     **202** right after the inputs are saved; follow `status_url`
     (GET /batches/{batch_id}) for per-file progress and fetch `download_url` for the
@@ -158,6 +165,7 @@ def upload_batch():
     tags: [upload]
     operationId: upload_batch
     x-query: BatchOptions
+    x-form: Traceability
     requestBody:
       required: true
       content:
@@ -201,9 +209,10 @@ def upload_batch():
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     options = load_or_400(BatchOptionsSchema(), {**request.args, **request.form})
+    trace = load_traceability_or_400(request.form)
     files = read_batch_files()
     svc = services()
-    batch = batch_service.create_batch(svc.results, files)
+    batch = batch_service.create_batch(svc.results, files, trace=trace)
     queued = batch_service.queued_item_ids(batch.batch_id)
     futures = svc.batches.submit(queued)
     links = batch_links(batch.batch_id)

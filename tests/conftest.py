@@ -24,7 +24,7 @@ MIGRATIONS = Path(__file__).parent.parent / "migrations"
 DATABASE_URL = os.environ.get("AOI_TEST_DATABASE_URL", "")
 ON_MYSQL = DATABASE_URL.startswith("mysql")
 MODEL_URL = "http://127.0.0.1:18080"
-TABLES = ("batch_items", "batches", "regions", "classes", "images")
+TABLES = ("review_log", "region_reviews", "batch_items", "batches", "regions", "classes", "images")
 
 
 def pytest_report_header(config):

@@ -34,7 +34,7 @@ from aoi_flask import apidocs, schemas
 from aoi_flask.apidocs import documented
 from aoi_flask.errors import CATALOGUE, ERROR_RESPONSES, code_of
 
-TAGS = {"system", "upload", "images", "batches", "download", "ui"}
+TAGS = {"system", "upload", "images", "review", "batches", "download", "ui"}
 KEY = "test-key-0123456789abcdef"
 
 
@@ -188,23 +188,23 @@ def test_a_field_added_to_a_schema_appears_in_the_spec(monkeypatch):
     field = fields.String(
         allow_none=True, validate=schemas.validate.Length(max=64), metadata={"description": "Lot"}
     )
-    monkeypatch.setitem(schemas.ImageResultSchema._declared_fields, "lot_id", field)
-    component_schemas, _, _ = apidocs.build_components.__wrapped__()
+    monkeypatch.setitem(schemas.ImageResultSchema._declared_fields, "chamber_id", field)
+    component_schemas, *_ = apidocs.build_components.__wrapped__()
     result = component_schemas["ImageResult"]
-    assert result["properties"]["lot_id"] == {
+    assert result["properties"]["chamber_id"] == {
         "type": "string",
         "nullable": True,
         "maxLength": 64,
         "description": "Lot",
     }
-    assert "lot_id" in result["required"]
+    assert "chamber_id" in result["required"]
 
 
 def test_query_parameters_are_the_input_schemas(spec):
     for path, method, schema in (
         ("/images", "get", schemas.ImageListSchema),
         ("/query/defects", "get", schemas.DefectQuerySchema),
-        ("/stats", "get", schemas.WindowSchema),
+        ("/stats", "get", schemas.StatsQuerySchema),
         ("/batches", "get", schemas.PageSchema),
         ("/upload", "post", schemas.UploadOptionsSchema),
     ):
@@ -345,6 +345,17 @@ def test_every_operation_answers_as_documented(app, api, spec, model_service, sa
     assert response.data.startswith(b"region_unique_id,")
     api("get", "/stats", 200)
     api("get", "/stats", 200, query_string={"start_date": "2020-01-01", "end_date": "2999-12-31"})
+
+    region = {**image, "region_unique_id": f"{img_id}_1_1"}
+    review = {"disposition": "true_defect", "reviewer_class_name": "Env_Particle"}
+    api("patch", "/images/{img_id}/regions/{region_unique_id}", 200, params=region, json=review)
+    several = {"regions": [{"region_unique_id": f"{img_id}_1_2", "disposition": "false_call"}]}
+    api("post", "/images/{img_id}/review", 200, params=image, json={**several, "reviewed": True})
+    _, log = api("get", "/images/{img_id}/review-log", 200, params=image)
+    assert log["total"] == 3
+    _, traced = api("get", "/stats", 200, query_string={"group_by": "tool_id"})
+    assert traced["review"]["totals"]["false_call"] == 1
+    api("get", "/query/defects", 200, query_string={"disposition": "false_call"})
 
     api("get", "/batches", 200)
     api("get", "/batches/{batch_id}", 200, params=batch_ref)

@@ -92,12 +92,13 @@ class ResultsService:
         self.gate = gate
         self.limits = limits
 
-    def analyse_upload(self, data, filename):
-        """A single upload: accept, analyse, store. On failure nothing is left behind."""
+    def analyse_upload(self, data, filename, trace=None):
+        """A single upload: accept, analyse, store. On failure nothing is left behind.
+        `trace`: traceability values (lot_id, wafer_id, ...) stored with the image."""
         self.client.breaker.check()  # model known to be down: 503 before anything is written
         accepted = self.accept(data, filename)
         try:
-            return self.process(accepted, data, wait=self.limits.gate_wait)
+            return self.process(accepted, data, wait=self.limits.gate_wait, trace=trace)
         except BaseException:
             self.storage.remove(accepted.input_path, accepted.result_dir)
             raise
@@ -162,7 +163,7 @@ class ResultsService:
             data, max_pixels=self.limits.max_pixels, thumbnail_size=self.limits.thumbnail_size
         )
 
-    def process(self, accepted, data, *, batch_id=None, wait=None):
+    def process(self, accepted, data, *, batch_id=None, wait=None, trace=None):
         """Call the model and store the results. On failure the result files are
         removed; the saved input and the claimed id stay (a batch retries them)."""
         checked = accepted.checked or self.check(data)
@@ -179,6 +180,7 @@ class ResultsService:
         try:
             paths = self._write_results(accepted.result_dir, answer, checked.thumbnail, written)
             rows = image_rows(accepted, answer, paths, model_name, batch_id)
+            rows.image.update(trace or {})
             rows.image["stored_bytes"] = len(data) + sum(written)
             insert_image(rows)
             image = rows.view()
