@@ -70,6 +70,9 @@ def cases(session, base):
     batches = session.get(f"{base}/batches", params={"limit": 1}, timeout=60).json()["batches"]
     batch = {"batch_id": batches[0]["batch_id"]} if batches else {}
     newest = session.get(f"{base}/query/defects", params={"limit": 1}, timeout=60).json()
+    latest = session.get(f"{base}/images", params={"limit": 1}, timeout=60).json()["images"]
+    lot = {"lot_id": latest[0]["lot_id"]} if latest and latest[0].get("lot_id") else {}
+    tool = {"tool_id": "AOI-3"}  # scripts/seed_history.py: one image in eight
     image = {"img_unique_id": newest["regions"][0]["img_unique_id"], "sort": "area_desc"}
     shapes = {
         "class + range + circularity/aspect": {
@@ -100,6 +103,16 @@ def cases(session, base):
         ("/query/defects", {"class_name": "Env_Particle", "sort": "circularity_asc"}),
         ("/stats", {}),
         ("/stats", month),
+        # Traceability filters (issue #16).
+        ("/images", {"limit": 20, **lot}),
+        ("/images", {"limit": 20, **tool}),
+        ("/images", {"limit": 20, **tool, "reviewed": "false", **month}),
+        ("/query/defects", lot),
+        ("/query/defects", {**tool, "class_name": "PI_Particle"}),
+        ("/query/defects", {**tool, "disposition": "false_call"}),
+        ("/stats", lot),
+        ("/stats", {**tool, **month}),
+        ("/stats", {"group_by": "tool_id", **month}),
     ]
     # The deep page again, reached by cursor: follow next_cursor DEEP_PAGE - 1 times.
     for path, params in (

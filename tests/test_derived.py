@@ -110,5 +110,13 @@ def test_migration_0005_back_fills_an_existing_database(scratch_url, tmp_path, c
         assert totals == 0
         downgrade(directory=str(MIGRATIONS), revision="0004")
         upgrade(directory=str(MIGRATIONS), revision="0005")
+        # One linear chain: 0006 (issue #16) follows 0005; down past both and up again.
+        upgrade(directory=str(MIGRATIONS), revision="head")
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [
+                ("0006",)
+            ]
+        downgrade(directory=str(MIGRATIONS), revision="0004")
+        upgrade(directory=str(MIGRATIONS), revision="head")
         db.engine.dispose()
     app.extensions["aoi"].batches.shutdown()

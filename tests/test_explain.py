@@ -19,10 +19,12 @@ from aoi_flask.extensions import db
 from aoi_flask.models import (
     CLASS_IDS,
     CLASS_NAMES,
+    TRACE_FIELDS,
     Batch,
     DefectClass,
     Image,
     Region,
+    RegionReview,
     StatsDay,
     StatsDayClass,
 )
@@ -59,7 +61,7 @@ def seed(count=IMAGES, seed_value=5):
         if rng.random() > 0.12:
             for _ in range(rng.randint(1, 20)):
                 per_class[rng.choices(range(4), CLASS_WEIGHTS)[0]] += 1
-        images.append(image_row(img_id, moment, batch_id if batch_left else None, per_class))
+        images.append(image_row(img_id, moment, batch_id if batch_left else None, per_class, index))
         batch_left = max(0, batch_left - 1)
         for class_id, name in CLASS_NAMES.items():
             class_uid = f"{img_id}_{class_id}"
@@ -75,12 +77,14 @@ def seed(count=IMAGES, seed_value=5):
                     "total_area_pixels": sum(r["area_pixels"] for r in own),
                 }
             )
+    reviews = [review_row(region, n) for n, region in enumerate(regions) if n % 6 < 3]
     with db.engine.begin() as conn:
         for table, rows in (
             (Batch, batches),
             (Image, images),
             (DefectClass, classes),
             (Region, regions),
+            (RegionReview, reviews),
         ):
             if rows:
                 conn.execute(table.__table__.insert(), rows)
@@ -88,17 +92,18 @@ def seed(count=IMAGES, seed_value=5):
     if ON_MYSQL:
         with db.engine.begin() as conn:
             conn.execute(text("ANALYZE TABLE images, classes, regions, batches")).fetchall()
-    return Rows(images, classes, regions, batches)
+    return Rows(images, classes, regions, batches, reviews)
 
 
 class Rows:
     """The seeded rows, joined in Python for the brute-force answers."""
 
-    def __init__(self, images, classes, regions, batches):
+    def __init__(self, images, classes, regions, batches, reviews=()):
         self.images = {row["img_unique_id"]: row for row in images}
         self.classes = {row["class_unique_id"]: row for row in classes}
         self.regions = regions
         self.batches = batches
+        dispositions = {row["region_unique_id"]: row["disposition"] for row in reviews}
         for region in regions:
             image = self.images[region["img_unique_id"]]
             defect_class = self.classes[region["class_unique_id"]]
@@ -106,9 +111,16 @@ class Rows:
             region["class_id"] = defect_class["class_id"]
             region["timestamp"] = image["timestamp"]
             region["batch_id"] = image["batch_id"]
+            for name in TRACE_FIELDS:
+                region[name] = image[name]
+            region["disposition"] = dispositions.get(region["region_unique_id"], "unreviewed")
 
 
-def image_row(img_id, moment, batch_id, per_class):
+# Traceability values as a fab's own loader writes them (issue #16): a few lots and tools.
+LOTS, TOOLS = 7, 3
+
+
+def image_row(img_id, moment, batch_id, per_class, index=0):
     day = f"{moment:%Y%m%d}"
     return {
         "img_unique_id": img_id,
@@ -122,6 +134,25 @@ def image_row(img_id, moment, batch_id, per_class):
         # Tools that know only the specified columns leave it empty: reindex derives it.
         "total_defects": None if img_id.endswith("7") else sum(per_class),
         "stored_bytes": 1000,
+        "lot_id": f"LOT{index % LOTS}",
+        "wafer_id": f"W{index % 25:02d}",
+        "tool_id": f"AOI-{index % TOOLS}" if index % 10 else None,
+        "recipe": "M1_POST_CMP",
+        "layer": "M1",
+        "operator": None,
+        "reviewed_at": moment + timedelta(hours=1) if index % 5 == 0 else None,
+        "reviewed_by": "qa" if index % 5 == 0 else None,
+    }
+
+
+def review_row(region, n):
+    """A third of the regions have a review row; an explicit `unreviewed` one among them."""
+    return {
+        "region_unique_id": region["region_unique_id"],
+        "img_unique_id": region["img_unique_id"],
+        "disposition": ("true_defect", "false_call", "unreviewed")[n % 6],
+        "reviewed_by": "qa",
+        "reviewed_at": START,
     }
 
 
@@ -253,7 +284,7 @@ def brute_regions(rows, window, filters, sort):
             continue
         if any(
             filters.get(name) is not None and region[name] != filters[name]
-            for name in ("class_name", "batch_id", "img_unique_id")
+            for name in ("class_name", "batch_id", "img_unique_id", "disposition", *TRACE_FIELDS)
         ):
             continue
         if any(
@@ -269,12 +300,14 @@ def brute_regions(rows, window, filters, sort):
     return [r["region_unique_id"] for r in found]
 
 
-def brute_images(rows, window, class_name, batch_id, sort):
+def brute_images(rows, window, class_name, batch_id, sort, trace=None, reviewed=None):
     found = [
         image
         for image in rows.images.values()
         if in_window(image["timestamp"], window)
         and (batch_id is None or image["batch_id"] == batch_id)
+        and all(image[name] == value for name, value in (trace or {}).items())
+        and (reviewed is None or (image["reviewed_at"] is not None) == reviewed)
         and (
             class_name is None
             or rows.classes[f"{image['img_unique_id']}_{CLASS_IDS[class_name]}"]["total_regions"]
@@ -419,9 +452,15 @@ def test_every_history_filter_combination_answers_like_brute_force(seeded, sort)
             assert [r.img_unique_id for r in second] == expected[6:12]
 
 
-def brute_stats(rows, window):
-    images = [i for i in rows.images.values() if in_window(i["timestamp"], window)]
-    classes = {}
+def brute_stats(rows, window, trace=None):
+    images = [
+        i
+        for i in rows.images.values()
+        if in_window(i["timestamp"], window)
+        and all(i[name] == value for name, value in (trace or {}).items())
+    ]
+    # Every class, with zeros when the window holds none.
+    classes = {(class_id, name): [0, 0, 0] for class_id, name in CLASS_NAMES.items()}
     for image in images:
         for class_id, name in CLASS_NAMES.items():
             row = rows.classes[f"{image['img_unique_id']}_{class_id}"]
@@ -476,6 +515,79 @@ def test_stats_answer_like_brute_force(seeded, window):
     if expected["mean"] is not None:
         assert got.pop("mean") == pytest.approx(expected.pop("mean"))
     assert got == expected
+
+
+# ---- traceability and review filters (issue #16) on the same rows -----------------------
+
+TRACE_CHOICES = ({}, {"lot_id": "LOT3"}, {"tool_id": "AOI-1"}, {"lot_id": "LOT2", "layer": "M1"})
+
+
+@pytest.mark.parametrize("few_images", [500, 10])
+def test_trace_and_disposition_filters_answer_like_brute_force(seeded, monkeypatch, few_images):
+    """Rows loaded with plain SQL (traceability values and reviews included), then
+    reindexed: the trace filters on the denormalised region search, both by the ids of
+    few matching images and by the subquery of many."""
+    monkeypatch.setattr(queries, "COUNT_CAP", 250)
+    monkeypatch.setattr(queries, "FEW_TRACED_IMAGES", few_images)
+    sorts = list(REGION_SORTS)
+    combinations = itertools.product(
+        TRACE_CHOICES,
+        (None, "true_defect", "false_call", "unreviewed"),
+        (None, "PI_Particle"),
+        ({}, {"min_area": 20, "max_area": 200}),
+    )
+    for n, (trace, disposition, class_name, ranges) in enumerate(combinations):
+        filters = {**trace, "disposition": disposition, "class_name": class_name, **ranges}
+        window, sort = WINDOWS[n % len(WINDOWS)], sorts[n % len(sorts)]
+        expected = brute_regions(seeded, window, filters, sort)
+        total, bounded, rows, cursor = queries.search_regions(
+            window, filters, sort=sort, page=2, limit=7
+        )
+        assert (total, bounded) == (min(len(expected), 250), len(expected) > 250), filters
+        assert [r.Region.region_unique_id for r in rows] == expected[7:14], (filters, sort)
+        _, _, _, cursor = queries.search_regions(window, filters, sort=sort, page=1, limit=7)
+        if len(expected) > 7:
+            _, _, second, _ = queries.search_regions(
+                window, filters, sort=sort, page=1, limit=7, cursor=cursor
+            )
+            assert [r.Region.region_unique_id for r in second] == expected[7:14]
+        exported = queries.stream_regions(window, filters, sort=sort)
+        assert [r.Region.region_unique_id for r in exported] == expected
+
+
+@pytest.mark.parametrize("sort", ["newest", "most_defects"])
+def test_trace_and_reviewed_history_answers_like_brute_force(seeded, sort):
+    for window, trace, reviewed, class_name in itertools.product(
+        WINDOWS, TRACE_CHOICES, (None, True, False), (None, "PR_Peeling")
+    ):
+        expected = brute_images(seeded, window, class_name, None, sort, trace, reviewed)
+        options = {"class_name": class_name, "batch_id": None, "sort": sort, "limit": 6}
+        options.update(trace=trace, reviewed=reviewed)
+        total, rows, cursor = queries.list_images(window, page=2, **options)
+        assert total == len(expected), (window, trace, reviewed, class_name)
+        assert [r.img_unique_id for r in rows] == expected[6:12]
+        _, _, cursor = queries.list_images(window, page=1, **options)
+        if len(expected) > 6:
+            _, second, _ = queries.list_images(window, page=1, cursor=cursor, **options)
+            assert [r.img_unique_id for r in second] == expected[6:12]
+
+
+@pytest.mark.parametrize("trace", TRACE_CHOICES[1:])
+@pytest.mark.parametrize("window", WINDOWS)
+def test_traced_stats_answer_like_brute_force(seeded, window, trace):
+    body = queries.statistics(window, trace)
+    got, expected = stats_view(body), brute_stats(seeded, window, trace)
+    if expected["mean"] is not None:
+        assert got.pop("mean") == pytest.approx(expected.pop("mean"))
+    assert got == expected
+    batches = {
+        i["batch_id"]
+        for i in seeded.images.values()
+        if i["batch_id"]
+        and in_window(i["timestamp"], window)
+        and all(i[k] == v for k, v in trace.items())
+    }
+    assert body["totals"]["batches"] == len(batches)
 
 
 def rollups():

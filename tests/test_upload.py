@@ -1,6 +1,7 @@
 """POST /upload against a model service replaying the recorded sample answer."""
 
 import base64
+import io
 import json
 
 import pytest
@@ -17,7 +18,7 @@ def test_upload_stores_the_sample_and_answers_like_prd_example_1(
     assert response.status_code == 201
     body = response.get_json()
     img_id = body["img_unique_id"]
-    assert response.headers["Location"].endswith(f"/images/{img_id}")
+    assert response.headers["Location"] == f"http://localhost/images/{img_id}"  # absolute
     assert body["success"] is True
     assert body["total_defects"] == 7
     assert body["defect_classes"] == {"PI_Particle": 5, "PR_Peeling": 1, "Copper_Nodule": 1}
@@ -71,7 +72,7 @@ def test_regions_return_every_float_exactly(
         got = by_name[key.split("_", 1)[1]]
         assert got["total_regions"] == expected["total_regions"]
         stripped = [
-            {k: v for k, v in region.items() if k != "region_unique_id"}
+            {k: v for k, v in region.items() if k not in ("region_unique_id", "review")}
             for region in got["regions"]
         ]
         assert stripped == expected["regions"]  # == on floats: bit-for-bit
@@ -152,3 +153,87 @@ def test_concurrent_uploads_get_distinct_ids(app, model_service, sample_input):
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(one, range(8)))
     assert len(set(ids)) == 8
+
+
+def test_rows_are_inserted_with_one_statement_per_table(app, client, model_service, sample_input):
+    """No ORM object per region: the image, its classes and its regions are one INSERT
+    (an executemany for the lists) each, in one transaction."""
+    from sqlalchemy import event
+
+    from aoi_flask.extensions import db
+
+    inserts, commits = [], []
+
+    def on_execute(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT"):
+            table = statement.split()[2].strip('`"')
+            rows = len(parameters) if executemany else 1
+            inserts.append((table, rows))
+
+    def on_commit(conn):
+        commits.append(conn)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_commit)
+    try:
+        response = upload(client, sample_input)
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_commit)
+    assert response.status_code == 201
+    # The per-day rollups (issue #12) first, in the same transaction.
+    assert inserts == [
+        ("stats_days", 1),
+        ("stats_day_classes", 4),
+        ("images", 1),
+        ("classes", 4),
+        ("regions", 7),
+    ]
+    assert len(commits) == 1
+
+
+def test_the_bulk_insert_fills_the_derived_region_columns_and_rollups(
+    app, client, model_service, sample_input
+):
+    """Core inserts pass no ORM hook: the upload path itself keeps what `flask aoi
+    reindex` would derive (services/derived.py)."""
+    from sqlalchemy import select
+
+    from aoi_flask.extensions import db
+    from aoi_flask.models import Image, Region, StatsDay, StatsDayClass
+    from aoi_flask.services import derived
+
+    for _ in range(2):
+        response = client.post(
+            "/upload",
+            data={"image": (io.BytesIO(sample_input), "wafer.jpeg"), "lot_id": "LOT7"},
+            content_type="multipart/form-data",
+        )
+        assert response.status_code == 201
+
+    def derived_state():
+        db.session.rollback()  # a fresh snapshot (REPEATABLE READ on MariaDB)
+        regions = db.session.execute(
+            select(
+                Region.region_unique_id, Region.class_id, Region.image_timestamp, Region.batch_id
+            ).order_by(Region.region_unique_id)
+        ).all()
+        days = db.session.execute(select(*StatsDay.__table__.c)).all()
+        classes = db.session.execute(
+            select(*StatsDayClass.__table__.c).order_by(StatsDayClass.class_id)
+        ).all()
+        return regions, days, classes
+
+    with app.app_context():
+        kept = derived_state()
+        regions, days, _ = kept
+        moments = dict(db.session.execute(select(Image.img_unique_id, Image.timestamp)).all())
+        assert len(regions) == 14 and all(r.class_id for r in regions)
+        assert all(r.image_timestamp == moments[r.region_unique_id[:22]] for r in regions)
+        assert [(d.images, d.defects) for d in days] == [(2, 14)]
+        derived.rebuild(db.engine)
+        assert derived_state() == kept
+        found = client.get("/query/defects?lot_id=LOT7&limit=50").get_json()
+        assert found["total"] == 14

@@ -8,7 +8,9 @@
   history totals.
 
 Every ORM write of an image keeps them in the same transaction (`install`: session
-hooks, so uploads, deletes, retention purges and edits all pass through them).
+hooks, so deletes, retention purges and edits all pass through them). Uploads insert
+with Core statements, which pass no hook: services/results.py fills the region copies
+in `image_rows` and calls `add_to_rollups` in `insert_image`, in the same transaction.
 Rows written straight into the tables by other tools are picked up by `rebuild`
 (`flask aoi reindex`, also the back-fill of migration 0005): idempotent, in short
 transactions, safe while the agent serves.
@@ -176,11 +178,15 @@ def add_to_rollups(conn, images):
             counts["regions"] += defect_class.total_regions
             counts["area_pixels"] += defect_class.total_area_pixels
     dialect = conn.dialect.name
-    for day, entry in sorted(days.items()):
-        conn.execute(upsert_day(dialect, {"day": day, **entry}))
-    for (day, class_id, name), counts in sorted(classes.items()):
-        row = {"day": day, "class_id": class_id, "class_name": name, **counts}
-        conn.execute(upsert_class(dialect, row))
+    # One statement per table (an executemany), in key order: the lock order.
+    day_rows = [{"day": day, **entry} for day, entry in sorted(days.items())]
+    conn.execute(upsert_day(dialect, list(day_rows[0])), day_rows)
+    class_rows = [
+        {"day": day, "class_id": class_id, "class_name": name, **counts}
+        for (day, class_id, name), counts in sorted(classes.items())
+    ]
+    if class_rows:
+        conn.execute(upsert_class(dialect, list(class_rows[0])), class_rows)
 
 
 def min_of(a, b):
@@ -199,16 +205,18 @@ def dialect_insert(dialect):
     return insert
 
 
-def upsert(dialect, table, row, keys, merge):
-    statement = dialect_insert(dialect)(table).values(**row)
+def upsert(dialect, table, columns, keys, merge):
+    """INSERT … ON DUPLICATE KEY / ON CONFLICT of rows with these columns, executed with
+    the rows as parameters."""
+    statement = dialect_insert(dialect)(table)
     new = statement.inserted if dialect in ("mysql", "mariadb") else statement.excluded
-    values = {name: merge(name, table.c[name], new[name]) for name in row if name not in keys}
+    values = {name: merge(name, table.c[name], new[name]) for name in columns if name not in keys}
     if dialect in ("mysql", "mariadb"):
         return statement.on_duplicate_key_update(**values)
     return statement.on_conflict_do_update(index_elements=list(keys), set_=values)
 
 
-def upsert_day(dialect, row):
+def upsert_day(dialect, columns):
     least = func.least if dialect in ("mysql", "mariadb") else func.min
     greatest = func.greatest if dialect in ("mysql", "mariadb") else func.max
 
@@ -219,14 +227,14 @@ def upsert_day(dialect, row):
             return func.coalesce(greatest(old, new), new)
         return old + new
 
-    return upsert(dialect, StatsDay.__table__, row, ("day",), merge)
+    return upsert(dialect, StatsDay.__table__, columns, ("day",), merge)
 
 
-def upsert_class(dialect, row):
+def upsert_class(dialect, columns):
     return upsert(
         dialect,
         StatsDayClass.__table__,
-        row,
+        columns,
         ("day", "class_id", "class_name"),
         lambda name, old, new: old + new,
     )

@@ -14,6 +14,9 @@ by services/derived.py):
   partial days at the window's edges); region totals count at most COUNT_CAP matches
   and beyond that say `total_is_lower_bound`.
 - /stats adds the rollups of the whole days in the window to the rows of its edges.
+- Traceability filters (issue #16) are exact matches on images: image lists and /stats
+  with one read the image rows (the rollups hold no traceability values), region search
+  takes the matching images as a subquery (one (field, timestamp) index each).
 
 Every filter is a bound parameter through the ORM; filters are tables (IMAGE_FILTERS,
 REGION_FILTERS) so a new one is one entry.
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select
+from sqlalchemy import and_, case, distinct, exists, func, literal, or_, select
 from sqlalchemy.orm import selectinload
 
 from ..errors import ApiError
@@ -42,6 +45,7 @@ from ..models import (
     StatsDayClass,
 )
 from .derived import day_start
+from .traceability import disposition_conditions, reviewed_condition, trace_conditions
 
 # Sort name -> ((column, descending), ...): the last column makes the order total.
 IMAGE_SORTS = {
@@ -80,7 +84,10 @@ REGION_FILTERS = {
     "max_aspect_ratio": lambda value: Region.aspect_ratio <= value,
 }
 # Filters that leave so few rows that the database's own plan (no forced index) is best.
-NARROW_REGION_FILTERS = ("batch_id", "img_unique_id")
+NARROW_REGION_FILTERS = ("batch_id", "img_unique_id", "img_ids")
+# Traceability filters matching at most this many images search those images' regions
+# (idx_img_id); more, and the matching images are a subquery checked along the sort index.
+FEW_TRACED_IMAGES = 500
 IMAGE_FILTERS = {
     "batch_id": lambda value: Image.batch_id == value,
     "class_name": lambda value: exists().where(
@@ -176,11 +183,12 @@ def decode_cursor(cursor, sort):
             raise ValueError("sort")
         return values
     except (ValueError, KeyError, TypeError):
-        raise ApiError(
-            "Invalid request parameters — cursor: not a cursor of this sort. Pass the "
-            "`next_cursor` of the previous page unchanged, with the same sort (or use page).",
-            code="INVALID_PARAMETER",
-            details={"fields": {"cursor": ["not a cursor of this sort"]}},
+        problem = "not a cursor of this sort"
+        raise ApiError.of(
+            "INVALID_PARAMETER",
+            fields=f"cursor: {problem}. Pass the `next_cursor` of the previous page "
+            "unchanged, with the same sort (or use page).",
+            details={"fields": {"cursor": [problem]}},
         ) from None
 
 
@@ -203,18 +211,21 @@ def ordering(columns):
 # ---- history ----------------------------------------------------------------------------
 
 
-def image_conditions(window, class_name=None, batch_id=None):
+def image_conditions(window, class_name=None, batch_id=None, trace=None, reviewed=None):
     conditions = window.conditions(Image.timestamp)
+    conditions += trace_conditions(trace or {}) + reviewed_condition(reviewed)
     for name, value in (("batch_id", batch_id), ("class_name", class_name)):
         if value:
             conditions.append(IMAGE_FILTERS[name](value))
     return conditions
 
 
-def list_images(window, *, class_name, batch_id, sort, page, limit, cursor=None):
+def list_images(
+    window, *, class_name, batch_id, sort, page, limit, cursor=None, trace=None, reviewed=None
+):
     """(total, rows, next_cursor): one page of images."""
-    conditions = image_conditions(window, class_name, batch_id)
-    total = count_images(window, class_name, batch_id)
+    conditions = image_conditions(window, class_name, batch_id, trace, reviewed)
+    total = count_images(window, class_name, batch_id, trace, reviewed)
     columns = IMAGE_SORTS[sort]
     query = (
         images_first(select(Image))
@@ -237,14 +248,15 @@ def list_images(window, *, class_name, batch_id, sort, page, limit, cursor=None)
     return total, rows, next_cursor
 
 
-def count_images(window, class_name, batch_id):
-    """Exact: a batch is small enough to count; otherwise the rollups of the whole days
-    plus the image rows of the partial days at the window's edges."""
-    if batch_id:
+def count_images(window, class_name, batch_id, trace=None, reviewed=None):
+    """Exact: a batch is small enough to count, and so are the images of traceability
+    values or a review mark (the rollups hold neither); otherwise the rollups of the
+    whole days plus the image rows of the partial days at the window's edges."""
+    if batch_id or trace or reviewed is not None:
         return db.session.scalar(
-            select(func.count())
-            .select_from(Image)
-            .where(*image_conditions(window, class_name, batch_id))
+            images_first(select(func.count()).select_from(Image)).where(
+                *image_conditions(window, class_name, batch_id, trace, reviewed)
+            )
         )
     days, edges = window.split()
     total = 0
@@ -286,7 +298,7 @@ def class_ids(filters):
 
 
 def class_term(class_id, filters):
-    if filters.get("img_unique_id"):
+    if filters.get("img_unique_id") or filters.get("img_ids"):
         # One image's regions: idx_img_id finds them; an expression keeps planners
         # (SQLite's, without statistics) from walking a class index instead.
         return func.coalesce(Region.class_id, 0) == class_id
@@ -298,7 +310,27 @@ def region_conditions(window, filters):
     for name, build in REGION_FILTERS.items():
         if filters.get(name) is not None:
             conditions.append(build(filters[name]))
-    return conditions
+    if filters.get("img_ids") is not None:  # see traced_images
+        conditions.append(Region.img_unique_id.in_(filters["img_ids"]))
+    elif traced := trace_conditions(filters):
+        # The regions of the matching images: a subquery on a (field, timestamp) index.
+        conditions.append(Region.img_unique_id.in_(select(Image.img_unique_id).where(*traced)))
+    return conditions + disposition_conditions(filters.get("disposition"))
+
+
+def traced_images(window, filters):
+    """With traceability filters that match few images (a lot, a wafer), those images'
+    ids as the filter `img_ids`: their regions come by idx_img_id, where walking a sort
+    index would pass over every region of the class. Otherwise `filters` unchanged."""
+    traced = trace_conditions(filters)
+    if not traced:
+        return filters
+    ids = db.session.scalars(
+        select(Image.img_unique_id)
+        .where(*traced, *window.conditions(Image.timestamp))
+        .limit(FEW_TRACED_IMAGES + 1)
+    ).all()
+    return {**filters, "img_ids": ids} if len(ids) <= FEW_TRACED_IMAGES else filters
 
 
 def count_matching_regions(window, filters, cap=None):
@@ -323,6 +355,7 @@ def count_matching_regions(window, filters, cap=None):
 
 def search_regions(window, filters, *, sort, page, limit, cursor=None):
     """(total, is_lower_bound, rows, next_cursor): one page of matching regions."""
+    filters = traced_images(window, filters)
     total, bounded = count_matching_regions(window, filters)
     after = decode_cursor(cursor, sort) if cursor else None
     skip = 0 if cursor else (page - 1) * limit
@@ -389,6 +422,7 @@ def region_rows(region_ids):
 def stream_regions(window, filters, *, sort, page=None, limit=None):
     """Rows for CSV export, read by keyset in chunks so memory stays flat and the first
     rows go out at once; with page/limit only that page."""
+    filters = traced_images(window, filters)
     remaining = limit
     skip = ((page or 1) - 1) * limit if limit is not None else 0
     after = None
@@ -410,8 +444,10 @@ def stream_regions(window, filters, *, sort, page=None, limit=None):
 # ---- statistics -------------------------------------------------------------------------
 
 
-def statistics(window):
-    days, edges = window.split()
+def statistics(window, trace=None):
+    traced = trace_conditions(trace or {})
+    # Traceability filters: the rollups hold no such values, so every row is read.
+    days, edges = (None, [window]) if traced else window.split()
     totals = {
         "images": 0,
         "defects": 0,
@@ -425,13 +461,13 @@ def statistics(window):
     if days is not None:
         merge_totals(totals, rollup_totals(days))
     for edge in edges:
-        merge_totals(totals, raw_totals(edge))
+        merge_totals(totals, raw_totals(edge, traced))
     images = totals["images"]
     return {
         "totals": {
             "images": images,
             "regions": int(totals["defects"]),
-            "batches": batch_count(window),
+            "batches": batch_count(window, traced),
         },
         "processing_time": {
             "mean": totals["processing_sum"] / images if images else None,
@@ -440,8 +476,8 @@ def statistics(window):
         },
         "date_range": {"first": totals["first_at"], "last": totals["last_at"]},
         "storage": {"bytes_used": int(totals["stored_bytes"])},
-        "classes": class_statistics(window),
-        "daily": daily_counts(window),
+        "classes": class_statistics(days, edges, traced),
+        "daily": daily_counts(days, edges, traced),
     }
 
 
@@ -472,7 +508,7 @@ def rollup_totals(days):
     ).one()
 
 
-def raw_totals(window):
+def raw_totals(window, traced=()):
     return db.session.execute(
         select(
             func.count(),
@@ -483,7 +519,7 @@ def raw_totals(window):
             func.coalesce(func.sum(Image.stored_bytes), 0),
             func.min(Image.timestamp),
             func.max(Image.timestamp),
-        ).where(*window.conditions(Image.timestamp))
+        ).where(*window.conditions(Image.timestamp), *traced)
     ).one()
 
 
@@ -503,14 +539,19 @@ def merge_totals(totals, row):
             totals[key] = values[key] if totals[key] is None else pick(totals[key], values[key])
 
 
-def batch_count(window):
+def batch_count(window, traced=()):
+    if traced:  # traceability filters: the batches of the matching images
+        return db.session.scalar(
+            select(func.count(distinct(Image.batch_id))).where(
+                *window.conditions(Image.timestamp), *traced
+            )
+        )
     return db.session.scalar(
         select(func.count()).select_from(Batch).where(*window.conditions(Batch.created_at))
     )
 
 
-def class_statistics(window):
-    days, edges = window.split()
+def class_statistics(days, edges, traced=()):
     sums = {}
     parts = []
     if days is not None:
@@ -535,7 +576,7 @@ def class_statistics(window):
                 func.sum(DefectClass.total_area_pixels),
             )
             .join(Image, DefectClass.img_unique_id == Image.img_unique_id)
-            .where(*edge.conditions(Image.timestamp))
+            .where(*edge.conditions(Image.timestamp), *traced)
             .group_by(DefectClass.class_id, DefectClass.class_name)
         )
     for query in parts:
@@ -543,6 +584,10 @@ def class_statistics(window):
             entry = sums.setdefault((class_id, name), [0, 0, 0])
             for i, value in enumerate((images, regions, area)):
                 entry[i] += int(value or 0)
+    # Every class, with zeros when the window holds none: one shape, windowed or not.
+    for class_id, name in CLASS_NAMES.items():
+        if not any(key[0] == class_id for key in sums):
+            sums[(class_id, name)] = [0, 0, 0]
     return [
         {
             "class_id": class_id,
@@ -555,8 +600,7 @@ def class_statistics(window):
     ]
 
 
-def daily_counts(window):
-    days, edges = window.split()
+def daily_counts(days, edges, traced=()):
     counts = {}
     if days is not None:
         rows = db.session.execute(
@@ -570,7 +614,7 @@ def daily_counts(window):
     for edge in edges:
         rows = db.session.execute(
             select(day, func.count(), func.sum(Image.total_defects))
-            .where(*edge.conditions(Image.timestamp))
+            .where(*edge.conditions(Image.timestamp), *traced)
             .group_by(day)
         )
         for date, images, defects in rows:
