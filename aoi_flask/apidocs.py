@@ -198,7 +198,28 @@ BATCH_PROGRESS = {
     **BATCH_LINKS,
 }
 
+CLUSTER = obj(
+    {
+        "mode": string(
+            "embedded (one process, in-process pool) or distributed (Celery workers, "
+            "AOI_BROKER_URL)",
+            enum=["embedded", "distributed"],
+        ),
+        "reachable": boolean("Redis answered (always true when embedded)"),
+        "model_slots": integer("AOI_MODEL_MAX_CONCURRENCY: the cap for all processes", minimum=1),
+        "model_slots_in_use": nullable(
+            integer("Model calls running now, all processes", minimum=0)
+        ),
+        "queue_depth": nullable(integer("Batch files waiting for a worker", minimum=0)),
+        "tasks_running": nullable(integer("Batch files taken by workers, not finished", minimum=0)),
+        "error": string(),
+    },
+    optional=("error",),
+    description="Model slots and batch queue of the whole cluster",
+)
+
 SCHEMAS = {
+    "Cluster": CLUSTER,
     "Error": obj(
         {
             "success": boolean(enum=[False]),
@@ -453,6 +474,7 @@ SCHEMAS = {
             **BATCH_PROGRESS,
             "total_processing_time": number(minimum=0),
             "elapsed_seconds": number(minimum=0),
+            "cluster": ref("Cluster"),
             "files": array(ref("BatchFile")),
         },
         description="One batch: progress, counts and per-file state",
@@ -524,6 +546,7 @@ SCHEMAS = {
                 optional=("latency_ms", "error"),
             ),
             "storage": obj({"writable": boolean(), "free_bytes": nullable(integer())}),
+            "cluster": ref("Cluster"),
         }
     ),
 }
@@ -863,6 +886,7 @@ def build_examples():
                 **sample_batch_progress(),
                 "total_processing_time": 0.6743,
                 "elapsed_seconds": 1.0,
+                "cluster": CLUSTER_EXAMPLE,
                 "files": [
                     {
                         "file_index": 0,
@@ -918,6 +942,16 @@ def build_examples():
         "HealthDegraded": example("Model service down", health_example("degraded")),
         "HealthDown": example("Database down", health_example("down")),
     }
+
+
+CLUSTER_EXAMPLE = {
+    "mode": "distributed",
+    "reachable": True,
+    "model_slots": 4,
+    "model_slots_in_use": 4,
+    "queue_depth": 37,
+    "tasks_running": 12,
+}
 
 
 def health_example(status):
@@ -980,6 +1014,7 @@ def health_example(status):
         "database": database,
         "model_service": model,
         "storage": {"writable": True, "free_bytes": 84192153600},
+        "cluster": CLUSTER_EXAMPLE,
     }
 
 
