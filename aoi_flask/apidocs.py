@@ -211,7 +211,9 @@ CLUSTER = obj(
             integer("Model calls running now, all processes", minimum=0)
         ),
         "queue_depth": nullable(integer("Batch files waiting for a worker", minimum=0)),
-        "tasks_running": nullable(integer("Batch files taken by workers, not finished", minimum=0)),
+        "taken_by_workers": nullable(
+            integer("Batch files taken by workers, not finished", minimum=0)
+        ),
         "error": string(),
     },
     optional=("error",),
@@ -950,7 +952,7 @@ CLUSTER_EXAMPLE = {
     "model_slots": 4,
     "model_slots_in_use": 4,
     "queue_depth": 37,
-    "tasks_running": 12,
+    "taken_by_workers": 12,
 }
 
 

@@ -69,7 +69,10 @@ def celery_settings(config):
         # One message per worker thread at a time: a worker never sits on a queue
         # of reserved items that others could run.
         "worker_prefetch_multiplier": 1,
+        # The agent's own log handler (aoi_flask.logs) stays in charge: it writes to
+        # stderr, which must not be redirected back into logging.
         "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
     }
 
 
@@ -224,8 +227,10 @@ class ItemsDone:
 @worker_ready.connect
 def resume_on_worker_start(sender=None, **_):
     flask_app = getattr(sender.app, "flask_app", None) if sender else None
-    if flask_app is not None:
-        batch_service.resume_unfinished(flask_app)
+    if flask_app is None:
+        return
+    batch_service.resume_unfinished(flask_app)
+    log.info("worker %s ready for batch items", sender.hostname)
 
 
 _worker_app = None

@@ -7,19 +7,14 @@ import pytest
 
 redis = pytest.importorskip("redis")
 
-from aoi_flask.services.slots import ClusterSemaphore  # noqa: E402
+from conftest import REDIS_URL as URL  # noqa: E402
 
-URL = "redis://127.0.0.1:6379/15"
+from aoi_flask.services.slots import ClusterSemaphore  # noqa: E402
 
 
 @pytest.fixture
-def sem():
-    try:
-        redis.Redis.from_url(URL).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    s = ClusterSemaphore(URL, 2, lease_seconds=1.0, prefix="aoi-test-h14:")
-    s.redis.delete(s.key)
+def sem(redis_prefix):
+    s = ClusterSemaphore(URL, 2, lease_seconds=1.0, prefix=redis_prefix)
     yield s
     s.redis.delete(s.key)
 
@@ -39,7 +34,7 @@ def test_dead_holder_lease_expires(sem):
 
 
 def test_two_semaphores_share_one_cap_under_threads(sem):
-    other = ClusterSemaphore(URL, 2, lease_seconds=5.0, prefix="aoi-test-h14:")
+    other = ClusterSemaphore(URL, 2, lease_seconds=5.0, prefix=sem.key.removesuffix("model-slots"))
     peak, active, lock = [0], [0], threading.Lock()
 
     def work(s):
@@ -58,4 +53,16 @@ def test_two_semaphores_share_one_cap_under_threads(sem):
     for t in threads:
         t.join()
     assert peak[0] == 2
+    assert sem.in_use() == 0
+
+
+def test_renewal_keeps_a_live_holder_and_reports_lost_leases(sem):
+    token = sem.try_acquire()
+    for _ in range(3):
+        time.sleep(0.5)
+        assert sem.renew([token]) == []
+    assert sem.in_use() == 1  # 1.5 s on a 1 s lease, still held
+    time.sleep(1.2)
+    assert sem.in_use() == 0
+    assert sem.renew([token]) == [token]  # expired: renewal does not bring it back
     assert sem.in_use() == 0

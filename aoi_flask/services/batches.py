@@ -448,7 +448,7 @@ def cluster_status(gate, runner, distributed):
             "reachable": False,
             "model_slots_in_use": None,
             "queue_depth": None,
-            "tasks_running": None,
+            "taken_by_workers": None,
             "error": str(exc)[:300],
         }
     return {
@@ -456,7 +456,7 @@ def cluster_status(gate, runner, distributed):
         "reachable": True,
         "model_slots_in_use": in_use,
         "queue_depth": waiting,
-        "tasks_running": running,
+        "taken_by_workers": running,
     }
 
 
