@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
 FINISHED = ("done", "partial", "failed")
+MODEL_CALL = re.compile(r"model call .*?: 200 in ([\d.]+)s \(model ([\d.]+)s\)")
 RESULT_FILES = {"combined.png", "mask.png", "overlay.png", "analysis.json", "thumbnail.jpg"}
 
 
@@ -79,11 +82,14 @@ class Outcome:
     fsck_output: str = ""
     window_s: float = 0.0
     throughput: float = 0.0
+    steady_s: float = 0.0
+    steady_throughput: float = 0.0
     ideal: float = 0.0
     batch_status: list = field(default_factory=list)
     cluster: dict = field(default_factory=dict)
     health_cluster: dict = field(default_factory=dict)
     logs: dict = field(default_factory=dict)
+    call_seconds: list = field(default_factory=list)  # workers' model calls, whole
 
     @property
     def done(self):
@@ -92,6 +98,10 @@ class Outcome:
     @property
     def ratio(self):
         return self.throughput / self.ideal if self.ideal else 0.0
+
+    @property
+    def steady_ratio(self):
+        return self.steady_throughput / self.ideal if self.ideal else 0.0
 
 
 class Worker:
@@ -267,18 +277,26 @@ def run_cluster(settings, database_url, redis_url, prefix, work, say=print):
         outcome.health_cluster = requests.get(f"{webs[1].url}/health", timeout=30).json()["cluster"]
 
         deadline = time.monotonic() + settings.timeout
+        samples = []  # (seconds since the first 202, items finished)
         while True:
             counts = item_counts(engine)
+            finished = time.perf_counter()
+            samples.append((finished - started, counts.get("done", 0) + counts.get("failed", 0)))
             if not counts.get("queued") and not counts.get("processing"):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"batch not finished within {settings.timeout} s: {counts}")
             time.sleep(0.05)
-        finished = time.perf_counter()
         outcome.states = counts
         outcome.window_s = finished - started
         outcome.throughput = (len(files) + outcome.singles_ok) / outcome.window_s
         outcome.ideal = settings.cap / settings.latency
+        check_storage(outcome, engine, storage_root)
+        # Without the wait for the killed worker's messages (their visibility timeout):
+        # until every item that was not taken over could have finished.
+        steady_items = len(files) - outcome.taken_over
+        outcome.steady_s = next(t for t, n in samples if n >= steady_items)
+        outcome.steady_throughput = (steady_items + outcome.singles_ok) / outcome.steady_s
 
         for batch_id in batch_ids:
             body = requests.get(f"{webs[1].url}/batches/{batch_id}", timeout=60).json()
@@ -286,7 +304,6 @@ def run_cluster(settings, database_url, redis_url, prefix, work, say=print):
             outcome.cluster = body["cluster"]
         calls = requests.get(f"{simulator.url}/_simulator/calls", timeout=10).json()["calls"]
         outcome.max_active, outcome.model_calls = calls["max_active"], calls["total"]
-        check_storage(outcome, engine, storage_root)
         fsck = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "wsgi", "aoi", "fsck"],
             cwd=bc.ROOT,
@@ -299,7 +316,10 @@ def run_cluster(settings, database_url, redis_url, prefix, work, say=print):
         outcome.fsck_output = (fsck.stdout + fsck.stderr)[-2000:]
         return outcome
     finally:
-        outcome.logs = {w.name: w.log()[-4000:] for w in workers}
+        for worker in workers:
+            text = worker.log()
+            outcome.logs[worker.name] = text[-4000:]
+            outcome.call_seconds += [float(whole) for whole, _ in MODEL_CALL.findall(text)]
         for worker in workers:
             worker.stop()
         for service in reversed(services):
@@ -372,6 +392,20 @@ def report(settings, outcome, say=print):
         f"to last item done); ideal cap/latency {outcome.ideal:.2f}/s; ratio {outcome.ratio:.3f} "
         f"(goal >= 0.9: {bc.verdict(ok['throughput'])})"
     )
+    say(
+        f"throughput without the {outcome.taken_over} redelivered item(s): "
+        f"{outcome.steady_throughput:.2f} images/s over {outcome.steady_s:.1f} s; ratio "
+        f"{outcome.steady_ratio:.3f} (the rest waited for the visibility timeout, "
+        f"{settings.visibility:g} s after their delivery)"
+    )
+    if outcome.call_seconds:
+        mean = statistics.mean(outcome.call_seconds)
+        say(
+            f"a model call takes {mean * 1000:.0f} ms on average in the workers (request, "
+            f"answer, checks; {len(outcome.call_seconds)} calls) for {settings.latency * 1000:.0f}"
+            f" ms in the simulator: with that overhead the cap allows at most "
+            f"{settings.latency / mean:.3f} of the ideal"
+        )
     return ok
 
 

@@ -5,12 +5,18 @@
 #
 #   AOI_TEST_MYSQL_URL  the MariaDB/MySQL database to test against
 #                       (default mysql+pymysql://root@127.0.0.1:3306/aoi_test?charset=utf8mb4)
+#   AOI_TEST_REDIS_URL  the Redis database of the distributed-mode tests
+#                       (default redis://127.0.0.1:6379/15; keys under AOI_TEST_REDIS_PREFIX,
+#                       default aoi-test:, deleted after each test)
 #   extra arguments are passed to pytest, e.g. scripts/test.sh -k upload
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 MYSQL_URL=${AOI_TEST_MYSQL_URL:-mysql+pymysql://root@127.0.0.1:3306/aoi_test?charset=utf8mb4}
+export AOI_TEST_REDIS_URL=${AOI_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
+# Here Redis is there (ensure_redis): its tests fail instead of skipping when it is not.
+export AOI_TEST_REQUIRE_REDIS=1
 REPORTS=test-reports
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -64,6 +70,32 @@ ensure_mariadb() {
   exit 1
 }
 
+redis_answers() {
+  "$PYTHON" - "$AOI_TEST_REDIS_URL" <<'PY' >/dev/null 2>&1
+import sys
+import redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=2).ping()
+PY
+}
+
+ensure_redis() {
+  # Broker and cluster semaphore of distributed mode (tests/test_tasks.py, test_scaleout.py).
+  if redis_answers; then return; fi
+  if ! command -v redis-server >/dev/null; then
+    log "installing Redis (Debian package redis-server)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  log "starting Redis"
+  redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no >/dev/null
+  for _ in $(seq 30); do
+    if redis_answers; then return; fi
+    sleep 1
+  done
+  echo "Redis did not start within 30 s" >&2
+  exit 1
+}
+
 create_test_database() {
   "$PYTHON" - "$MYSQL_URL" <<'PY'
 import sys
@@ -89,6 +121,7 @@ PYTEST_ARGS=("$@")
 install_packages
 ensure_chromium
 ensure_mariadb
+ensure_redis
 create_test_database
 rm -rf "$REPORTS" && mkdir -p "$REPORTS"
 

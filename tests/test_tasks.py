@@ -190,3 +190,22 @@ def test_embedded_mode_reports_its_own_pool(client):
         "queue_depth": 0,
         "taken_by_workers": 0,
     }
+
+
+def test_a_synchronous_batch_waits_for_the_workers(cluster_app, model_service, sample_input):
+    app = cluster_app()
+    answers = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(upload_batch(app.test_client(), [(sample_input, "a.jpg")]))
+    )
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while not item_ids(app) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (item_id,) = item_ids(app)
+    time.sleep(0.5)
+    assert not answers  # still waiting: no worker has run the item
+    assert run_task(app, item_id) == "done"
+    waiting.join(30)
+    assert answers[0].status_code == 200
+    assert answers[0].get_json()["processed"] == 1
