@@ -265,13 +265,14 @@ def run_cluster(settings, database_url, redis_url, prefix, work, say=print):
         started = min(moment for moment, _ in answers.values())
         say(f"batches {batch_ids} accepted ({half} + {len(files) - half} images)")
 
-        while (item_counts(engine).get("done", 0)) < settings.kill_after * len(files):
-            time.sleep(0.1)
-        counts = item_counts(engine)
-        workers[0].kill()
-        say(f"worker w1 killed (SIGKILL to its process group) at {counts}")
-        kill_service(webs[0])
-        say("web 1 killed (SIGKILL); single uploads go to web 2")
+        if settings.kill_after:
+            while (item_counts(engine).get("done", 0)) < settings.kill_after * len(files):
+                time.sleep(0.1)
+            counts = item_counts(engine)
+            workers[0].kill()
+            say(f"worker w1 killed (SIGKILL to its process group) at {counts}")
+            kill_service(webs[0])
+            say("web 1 killed (SIGKILL); single uploads go to web 2")
         outcome.singles_sent = len(singles)
         outcome.singles_ok = sum(single_upload(webs[1].url, *item) for item in singles)
         outcome.health_cluster = requests.get(f"{webs[1].url}/health", timeout=30).json()["cluster"]
@@ -434,6 +435,12 @@ def parse_args(argv=None):
     parser.add_argument("--cap", type=int, default=4, help="AOI_MODEL_MAX_CONCURRENCY")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--worker-threads", type=int, default=8)
+    parser.add_argument(
+        "--kill-after",
+        type=float,
+        default=Settings.kill_after,
+        help="share of the items done when a worker and a web process are killed; 0: no kill",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder and logs")
     return parser.parse_args(argv)
 
@@ -446,6 +453,7 @@ def main(argv=None):
         cap=args.cap,
         size=args.size,
         worker_threads=args.worker_threads,
+        kill_after=args.kill_after,
     )
     if not bc.is_mysql(args.database_url):
         raise SystemExit("the scale-out bench needs MariaDB/MySQL (several processes)")
@@ -456,7 +464,8 @@ def main(argv=None):
         f"{settings.images} images {settings.size}x{settings.size}; simulator latency "
         f"{settings.latency} s; cap {settings.cap}; 2 web processes, 2 workers x "
         f"{settings.worker_threads} threads; slot lease {settings.slot_lease} s, item lease "
-        f"{settings.item_lease} s, visibility timeout {settings.visibility} s"
+        f"{settings.item_lease} s, visibility timeout {settings.visibility} s; kill after "
+        f"{settings.kill_after:.0%} done"
     )
     clear_redis(args.redis_url, args.redis_prefix)
     work = Path(tempfile.mkdtemp(prefix="aoi-bench-scaleout-"))
