@@ -200,7 +200,8 @@ def work_item(results, item_id, attempt, slot_wait=None):
     except ApiError as error:
         db.session.rollback()
         if slot_wait is not None and error.code == "MODEL_BUSY":
-            finish_item(item_id, attempt, "queued", finished=False)
+            # Never ran: the claim is given back, so `attempts` counts real runs only.
+            finish_item(item_id, attempt, "queued", finished=False, attempts=attempt - 1)
             return "busy"
         return finish_item(item_id, attempt, "failed", error.code, error.message)
     except (OSError, FileNotFoundError) as error:
@@ -210,7 +211,7 @@ def work_item(results, item_id, attempt, slot_wait=None):
     return finish_item(item_id, attempt, "done")
 
 
-def finish_item(item_id, attempt, state, code=None, message=None, *, finished=True):
+def finish_item(item_id, attempt, state, code=None, message=None, *, finished=True, **values):
     db.session.execute(
         update(BatchItem)
         .where(
@@ -223,6 +224,7 @@ def finish_item(item_id, attempt, state, code=None, message=None, *, finished=Tr
             error_code=code,
             error_message=message,
             finished_at=utc_now() if finished else None,
+            **values,
         )
         .execution_options(synchronize_session=False)
     )
