@@ -7,6 +7,7 @@ python run.py --dev      Flask's debug server instead of waitress
 
 import argparse
 import atexit
+import errno
 import logging
 import signal
 import socket
@@ -19,6 +20,7 @@ import requests
 
 from aoi_flask import create_app
 from aoi_flask.config import Config, DevelopmentConfig
+from aoi_flask.security import startup_warnings
 from aoi_flask.services.batches import resume_unfinished
 from aoi_flask.services.storage import MB
 
@@ -35,6 +37,39 @@ def parse_args(argv=None):
     parser.add_argument("--port", type=int, default=Config.PORT)
     parser.add_argument("--threads", type=int, default=Config.THREADS)
     return parser.parse_args(argv)
+
+
+def listening_socket(host, port):
+    """Bind the agent's port first, so that a second instance stops before it touches
+    the database (migrations, resuming the first instance's batches)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sys.exit(bind_error(host, port, exc))
+    return sock
+
+
+def bind_error(host, port, exc):
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"error: port {port} on {host} is already in use (another AOI agent or program "
+            "listens there); stop it, or choose another port with --port N or AOI_PORT=N."
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"error: not allowed to listen on port {port} (ports below 1024 need root); "
+            "choose another port with --port N or AOI_PORT=N."
+        )
+    return (
+        f"error: cannot listen on {host}:{port} ({exc.strerror or exc}); check the address "
+        "(--host / AOI_HOST) and the port (--port / AOI_PORT)."
+    )
 
 
 def free_port():
@@ -77,6 +112,7 @@ def prepare_database(app):
 
 def main(argv=None):
     args = parse_args(argv)
+    sock = listening_socket(args.host, args.port)
     overrides = {}
     if args.demo:
         overrides["MODEL_SERVICE_URL"] = start_simulator()
@@ -84,6 +120,7 @@ def main(argv=None):
     prepare_database(app)
     # Batch files a previous process left queued or processing (crash, kill -9) run again.
     resume_unfinished(app)
+    startup_warnings(app)
     print(
         f"AOI Inference Agent on http://{args.host}:{args.port}/ "
         f"(model service {app.config['MODEL_SERVICE_URL']}"
@@ -91,14 +128,14 @@ def main(argv=None):
         flush=True,
     )
     if args.dev:
+        sock.close()  # Flask's debug server binds the port itself
         app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
         return
     from waitress import serve
 
     serve(
         app,
-        host=args.host,
-        port=args.port,
+        sockets=[sock],
         threads=args.threads,
         # Refuse oversize bodies before waitress buffers them (batch limit plus form overhead).
         max_request_body_size=app.config["MAX_BATCH_MB"] * MB + 16 * MB,

@@ -83,6 +83,7 @@ def register_services(app):
         max_pixels=config["MAX_IMAGE_PIXELS"],
         thumbnail_size=config["THUMBNAIL_SIZE"],
         gate_wait=config["MODEL_GATE_WAIT"],
+        max_model_body_bytes=config["MODEL_MAX_BODY_MB"] * MB,
     )
     results = ResultsService(storage, client, gate, limits)
     if distributed:
@@ -117,9 +118,9 @@ def model_gate(config):
 
 
 def register_blueprints(app):
-    from . import batches, download, images, system, ui, upload
+    from . import batches, download, images, reviews, system, ui, upload
 
-    for module in (system, upload, images, batches, download, ui):
+    for module in (system, upload, images, reviews, batches, download, ui):
         app.register_blueprint(module.bp)
 
 

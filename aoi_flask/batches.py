@@ -3,7 +3,8 @@
 from flask import Blueprint, jsonify, request
 
 from .extensions import services
-from .schemas import BatchFileSchema, PageSchema, batch_links, load_or_400, pages, utc_text
+from .models import TRACE_FIELDS
+from .schemas import BatchFileSchema, PageSchema, batch_links, load_query_or_400, pages, utc_text
 from .services import batches as batch_service
 from .services.storage import utc_now
 
@@ -51,6 +52,7 @@ def dump_batch(batch):
         **dump_progress(progress),
         "total_processing_time": round(sum(times), 4),
         "elapsed_seconds": max(0.0, (end - batch.created_at).total_seconds()),
+        **{name: getattr(batch, name) for name in TRACE_FIELDS},
         "cluster": batch_service.cluster_status(svc.gate, svc.batches, svc.distributed),
         "files": files,
     }
@@ -62,9 +64,7 @@ def list_batches():
     ---
     tags: [batches]
     operationId: list_batches
-    parameters:
-      - $ref: '#/components/parameters/Page'
-      - $ref: '#/components/parameters/Limit'
+    x-query: Page
     responses:
       200:
         description: One page of batches
@@ -77,7 +77,7 @@ def list_batches():
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(PageSchema(), request.args)
+    options = load_query_or_400(PageSchema(), request.args)
     total, rows = batch_service.list_batches(options["page"], options["limit"])
     progress = batch_service.progress_of(rows)
     return jsonify(

@@ -47,6 +47,9 @@ class Config:
     MODEL_INFO_TTL = env_float("AOI_MODEL_INFO_TTL", 30.0)
     MODEL_HEALTH_TIMEOUT = env_float("AOI_MODEL_HEALTH_TIMEOUT", 2.0)
     MODEL_MAX_CONCURRENCY = env_int("AOI_MODEL_MAX_CONCURRENCY", 4)
+    # The model service's limit on a whole request body (file + multipart headers), as its
+    # MAX_CONTENT_LENGTH; a file that would not fit is refused with 413 before any call.
+    MODEL_MAX_BODY_MB = env_int("AOI_MODEL_MAX_BODY_MB", 50)
     RETRY_AFTER_SECONDS = env_int("AOI_RETRY_AFTER_SECONDS", 30)
     # How long a single upload waits for a free model slot before a 503 MODEL_BUSY.
     MODEL_GATE_WAIT = env_float("AOI_MODEL_GATE_WAIT", 60.0)

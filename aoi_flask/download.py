@@ -2,15 +2,15 @@
 
 import json
 
-from flask import Blueprint, Response, send_file
+from flask import Blueprint, Response, request, send_file
 from zipstream import ZIP_STORED, ZipStream
 
 from .errors import NotFound
 from .exports import region_csv_chunks
 from .extensions import services
-from .schemas import DownloadTypeSchema, load_or_400
+from .schemas import DownloadTypeSchema, SignedLinkSchema, load_or_400, load_query_or_400
 from .services import batches as batch_service
-from .services import queries, results
+from .services import queries, results, reviews
 from .services.imaging import disk_stem
 from .services.maintenance import refuse_if_purged
 from .services.queries import Window
@@ -47,11 +47,7 @@ def send_stored(image, kind, download_name):
         if not path.is_file():
             raise FileNotFoundError(relpath)
     except FileNotFoundError:
-        raise NotFound(
-            f"The {kind} file of image {image.img_unique_id} is missing from storage. "
-            "Run `flask aoi fsck` or ask the administrator to restore it from backup.",
-            code="FILE_MISSING",
-        ) from None
+        raise NotFound.of("FILE_MISSING", kind=kind, img_id=image.img_unique_id) from None
     return send_file(
         path,
         mimetype=MIME_BY_SUFFIX.get(path.suffix.lower(), "application/octet-stream"),
@@ -76,14 +72,8 @@ def download_image(img_id, kind):
     operationId: download_image
     parameters:
       - $ref: '#/components/parameters/ImgId'
-      - name: kind
-        in: path
-        required: true
-        description: Which file
-        schema: {type: string, enum: [input, combined, mask, overlay, thumbnail]}
-        example: overlay
-      - $ref: '#/components/parameters/Expires'
-      - $ref: '#/components/parameters/Signature'
+      - $ref: '#/components/parameters/Kind'
+    x-query: SignedLink
     responses:
       200:
         description: The file
@@ -113,6 +103,7 @@ def download_image(img_id, kind):
       410: {$ref: '#/components/responses/ImagesPurged'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
+    load_query_or_400(SignedLinkSchema(), request.args)
     load_or_400(DownloadTypeSchema(), {"type": kind})
     image = results.get_image(img_id)
     return send_stored(image, kind, f"{img_id}_{kind}")
@@ -128,8 +119,7 @@ def download_json(img_id):
     operationId: download_json
     parameters:
       - $ref: '#/components/parameters/ImgId'
-      - $ref: '#/components/parameters/Expires'
-      - $ref: '#/components/parameters/Signature'
+    x-query: SignedLink
     responses:
       200:
         description: analysis.json
@@ -147,12 +137,14 @@ def download_json(img_id):
         content:
           application/json: {schema: {type: string, format: binary}}
       304: {description: Not modified since the ETag / date the client has}
+      400: {$ref: '#/components/responses/InvalidParameter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       403: {$ref: '#/components/responses/SignatureInvalid'}
       404: {$ref: '#/components/responses/FileNotFound'}
       410: {$ref: '#/components/responses/ImagesPurged'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
+    load_query_or_400(SignedLinkSchema(), request.args)
     image = results.get_image(img_id)
     return send_stored(image, "json", f"{img_id}_analysis")
 
@@ -170,8 +162,7 @@ def download_batch(batch_id):
     operationId: download_batch
     parameters:
       - $ref: '#/components/parameters/BatchId'
-      - $ref: '#/components/parameters/Expires'
-      - $ref: '#/components/parameters/Signature'
+    x-query: SignedLink
     responses:
       200:
         description: The ZIP
@@ -185,6 +176,7 @@ def download_batch(batch_id):
         content:
           application/zip:
             schema: {type: string, format: binary}
+      400: {$ref: '#/components/responses/InvalidParameter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       403: {$ref: '#/components/responses/SignatureInvalid'}
       404: {$ref: '#/components/responses/BatchNotFound'}
@@ -192,6 +184,7 @@ def download_batch(batch_id):
     """
     from .batches import dump_batch
 
+    load_query_or_400(SignedLinkSchema(), request.args)
     batch = batch_service.get_batch(batch_id)
     summary = dump_batch(batch)
     images = batch_service.images_of([f["img_unique_id"] for f in summary["files"]])
@@ -201,7 +194,7 @@ def download_batch(batch_id):
         add_image_folder(archive, storage, image)
     archive.add(json.dumps(summary, indent=2, ensure_ascii=False).encode(), "batch_summary.json")
     rows = queries.stream_regions(Window(), {"batch_id": batch_id}, sort="oldest")
-    archive.add(b"".join(region_csv_chunks(rows)), "regions.csv")
+    archive.add(b"".join(region_csv_chunks(reviews.annotated(rows))), "regions.csv")
     return Response(
         archive,
         mimetype="application/zip",

@@ -4,6 +4,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from .exports import region_csv_chunks
 from .extensions import services
+from .models import TRACE_FIELDS
 from .schemas import (
     ClassRowSchema,
     DefectQuerySchema,
@@ -11,14 +12,15 @@ from .schemas import (
     ImageDetailSchema,
     ImageListSchema,
     RegionFilterSchema,
-    WindowSchema,
+    StatsQuerySchema,
     dump_region_row,
     dump_regions,
-    load_or_400,
+    load_query_or_400,
     pages,
+    traceability_of,
     utc_text,
 )
-from .services import queries, results
+from .services import queries, results, reviews
 
 bp = Blueprint("images", __name__)
 
@@ -29,25 +31,15 @@ def list_images():
 
     Filters combine: a time window (`start_date`, `end_date`, inclusive; a bare
     end date means the whole day), a defect class (images with at least one
-    region of it) and a batch. Each row has the PRD Example 2 fields plus
-    `filename`, `batch_id`, `defect_classes` and `thumbnail_url`.
+    region of it), a batch, the traceability values given at upload (`lot_id`,
+    `wafer_id`, `tool_id`, `recipe`, `layer`, `operator`; exact match) and the
+    review mark (`reviewed=false`: images not yet marked reviewed). Each row has
+    the PRD Example 2 fields plus `filename`, `batch_id`, `defect_classes`,
+    `thumbnail_url`, the traceability values and the review mark.
     ---
     tags: [images]
     operationId: list_images
-    parameters:
-      - $ref: '#/components/parameters/Page'
-      - $ref: '#/components/parameters/Limit'
-      - $ref: '#/components/parameters/StartDate'
-      - $ref: '#/components/parameters/EndDate'
-      - $ref: '#/components/parameters/ClassName'
-      - $ref: '#/components/parameters/BatchFilter'
-      - name: sort
-        in: query
-        description: Order of the rows
-        schema:
-          type: string
-          enum: [newest, oldest, most_defects, fewest_defects]
-          default: newest
+    x-query: ImageList
     responses:
       200:
         description: One page of images
@@ -60,7 +52,7 @@ def list_images():
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(ImageListSchema(), request.args)
+    options = load_query_or_400(ImageListSchema(), request.args)
     page, limit = options["page"], options["limit"]
     total, rows = queries.list_images(
         options["window"],
@@ -69,6 +61,8 @@ def list_images():
         sort=options["sort"],
         page=page,
         limit=limit,
+        trace=traceability_of(options),
+        reviewed=options["reviewed"],
     )
     return jsonify(
         {
@@ -139,13 +133,14 @@ def get_classes(img_id):
 def get_regions(img_id):
     """Every defect region of one image, grouped by class (PRD Example 3).
 
-    Each float is returned exactly as the model sent it.
+    Each float is returned exactly as the model sent it; each region carries its
+    `review` beside the model's values.
     ---
     tags: [images]
     operationId: get_regions
     parameters:
       - $ref: '#/components/parameters/ImgId'
-      - $ref: '#/components/parameters/ClassName'
+    x-query: RegionFilter
     responses:
       200:
         description: The regions, grouped by class
@@ -159,9 +154,10 @@ def get_regions(img_id):
       404: {$ref: '#/components/responses/ImageNotFound'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(RegionFilterSchema(), request.args)
+    options = load_query_or_400(RegionFilterSchema(), request.args)
     results.get_image(img_id)
-    return jsonify(dump_regions(img_id, results.regions_of(img_id, options["class_name"])))
+    regions = results.regions_of(img_id, options["class_name"])
+    return jsonify(dump_regions(img_id, regions, reviews.reviews_of_image(img_id)))
 
 
 @bp.delete("/images/<img_id>")
@@ -199,6 +195,8 @@ REGION_FILTERS = (
     "max_circularity",
     "min_aspect_ratio",
     "max_aspect_ratio",
+    "disposition",
+    *TRACE_FIELDS,
 )
 
 
@@ -206,62 +204,16 @@ REGION_FILTERS = (
 def query_defects():
     """Region-level search over all stored results, as JSON pages or a CSV export.
 
-    Filters combine (AND); ranges are inclusive. `format=csv` streams the same rows
-    as CSV; without `page`/`limit` the export holds every matching row.
+    Filters combine (AND); ranges are inclusive. The traceability filters match the
+    values given at upload; `disposition` selects regions by their review
+    (`unreviewed`: never given another). Each row carries its image's traceability
+    values and its `review`. `format=csv` streams the same rows as CSV (with
+    traceability and review columns after the reference ones); without
+    `page`/`limit` the export holds every matching row.
     ---
     tags: [images]
     operationId: query_defects
-    parameters:
-      - $ref: '#/components/parameters/ClassName'
-      - $ref: '#/components/parameters/StartDate'
-      - $ref: '#/components/parameters/EndDate'
-      - name: min_area
-        in: query
-        description: Smallest area_pixels
-        schema: {type: number, minimum: 0}
-      - name: max_area
-        in: query
-        description: Largest area_pixels
-        schema: {type: number, minimum: 0}
-      - name: min_circularity
-        in: query
-        description: Lowest circularity
-        schema: {type: number, minimum: 0}
-      - name: max_circularity
-        in: query
-        description: Highest circularity
-        schema: {type: number, minimum: 0}
-      - name: min_aspect_ratio
-        in: query
-        description: Lowest aspect ratio
-        schema: {type: number, minimum: 0}
-      - name: max_aspect_ratio
-        in: query
-        description: Highest aspect ratio
-        schema: {type: number, minimum: 0}
-      - name: batch_id
-        in: query
-        description: Only regions of images of this batch
-        schema: {type: string, maxLength: 64}
-      - name: img_unique_id
-        in: query
-        description: Only regions of this image
-        schema: {type: string, maxLength: 255}
-        example: 20260224_173819_AB12CD
-      - $ref: '#/components/parameters/Page'
-      - $ref: '#/components/parameters/Limit'
-      - name: sort
-        in: query
-        description: Order of the rows
-        schema:
-          type: string
-          enum: [newest, oldest, area_desc, area_asc, circularity_desc, circularity_asc,
-                 aspect_ratio_desc, aspect_ratio_asc]
-          default: newest
-      - name: format
-        in: query
-        description: "`csv` streams the rows as a CSV attachment (defects.csv)"
-        schema: {type: string, enum: [json, csv], default: json}
+    x-query: DefectQuery
     responses:
       200:
         description: One page of regions (JSON), or every matching row (CSV)
@@ -277,13 +229,13 @@ def query_defects():
           text/csv:
             schema: {type: string}
             example: |
-              region_unique_id,img_unique_id,filename,batch_id,timestamp,class_id,class_name,region_id,centroid_x,centroid_y,bbox_x,bbox_y,bbox_width,bbox_height,area_pixels,perimeter,major_axis,minor_axis,circularity,aspect_ratio
-              20260224_173819_AB12CD_1_1,20260224_173819_AB12CD,segformer_input.jpeg,,2026-02-24T17:38:19Z,1,PI_Particle,1,1655.904761904762,1508.0,1653,1506,7,5,14,15.313708305358887,5.750073432922363,3.9162988662719727,0.750200171090617,1.4682417326326294
+              region_unique_id,img_unique_id,filename,batch_id,timestamp,class_id,class_name,region_id,centroid_x,centroid_y,bbox_x,bbox_y,bbox_width,bbox_height,area_pixels,perimeter,major_axis,minor_axis,circularity,aspect_ratio,lot_id,wafer_id,tool_id,recipe,layer,operator,disposition,reviewer_class_name,review_comment
+              20260224_173819_AB12CD_1_1,20260224_173819_AB12CD,segformer_input.jpeg,,2026-02-24T17:38:19Z,1,PI_Particle,1,1655.904761904762,1508.0,1653,1506,7,5,14,15.313708305358887,5.750073432922363,3.9162988662719727,0.750200171090617,1.4682417326326294,LOT-2026.02_A,W07,AOI-3,M1_POST_CMP,M1,chen.wei,true_defect,,
       400: {$ref: '#/components/responses/InvalidFilter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(DefectQuerySchema(), request.args)
+    options = load_query_or_400(DefectQuerySchema(), request.args)
     filters = {name: options[name] for name in REGION_FILTERS}
     window, sort, page, limit = (options[k] for k in ("window", "sort", "page", "limit"))
     if options["format"] == "csv":
@@ -293,7 +245,7 @@ def query_defects():
             window, filters, sort=sort, page=page if paged else None, limit=limit if paged else None
         )
         return Response(
-            stream_with_context(region_csv_chunks(rows)),
+            stream_with_context(region_csv_chunks(reviews.annotated(rows))),
             mimetype="text/csv",
             headers={"Content-Disposition": "attachment; filename=defects.csv"},
         )
@@ -305,7 +257,7 @@ def query_defects():
             "page": page,
             "limit": limit,
             "pages": pages(total, limit),
-            "regions": [dump_region_row(row) for row in rows],
+            "regions": [dump_region_row(*row) for row in reviews.annotate_chunk(rows)],
         }
     )
 
@@ -317,13 +269,17 @@ def stats():
     Totals of images, regions and batches; per class the images with at least one
     region, the regions and their area; processing-time mean, min and max; the
     first and last image; bytes stored; and images and defects per UTC day.
-    Optionally limited to a time window.
+    Optionally limited to a time window and traceability values.
+
+    `review` shows how the reviewers judge the model: reviewed regions,
+    false-call and nuisance rates in total, per class, per tool, per model and per
+    day, and the confusion table model class → reviewer class. `group_by`
+    (`tool_id`, `lot_id`, `recipe`, `wafer_id`, `layer`, `operator`) adds `groups`:
+    images, regions and review rates per value of that field.
     ---
     tags: [images]
     operationId: stats
-    parameters:
-      - $ref: '#/components/parameters/StartDate'
-      - $ref: '#/components/parameters/EndDate'
+    x-query: StatsQuery
     responses:
       200:
         description: The statistics
@@ -332,17 +288,23 @@ def stats():
             schema: {$ref: '#/components/schemas/Stats'}
             examples:
               sample: {$ref: '#/components/examples/Stats'}
+              grouped: {$ref: '#/components/examples/StatsGrouped'}
       400: {$ref: '#/components/responses/InvalidParameter'}
       401: {$ref: '#/components/responses/Unauthorized'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    options = load_or_400(WindowSchema(), request.args)
-    window = options["window"]
-    body = queries.statistics(window)
+    options = load_query_or_400(StatsQuerySchema(), request.args)
+    window, trace = options["window"], traceability_of(options)
+    body = queries.statistics(window, trace)
     for key in ("first", "last"):
         body["date_range"][key] = utc_text(body["date_range"][key])
     body["window"] = {
         "start_date": request.args.get("start_date"),
         "end_date": request.args.get("end_date"),
     }
+    body["filters"] = trace
+    body["review"] = reviews.review_statistics(window, trace)
+    if options["group_by"]:
+        body["group_by"] = options["group_by"]
+        body["groups"] = reviews.grouped_statistics(window, trace, options["group_by"])
     return jsonify({"success": True, **body})

@@ -17,8 +17,24 @@ Double = db.Float(precision=53)
 CLASS_NAMES = {1: "PI_Particle", 2: "PR_Peeling", 3: "Copper_Nodule", 4: "Env_Particle"}
 CLASS_IDS = {name: class_id for class_id, name in CLASS_NAMES.items()}
 
+# Traceability metadata (issue #16): given with an upload, kept per image and per batch.
+TRACE_FIELDS = ("lot_id", "wafer_id", "tool_id", "recipe", "layer", "operator")
+TRACE_LENGTH = 64
+DISPOSITIONS = ("unreviewed", "true_defect", "false_call", "nuisance")
 
-class Image(db.Model):
+
+class TraceabilityColumns:
+    """lot / wafer / tool / recipe / layer / operator: optional, as the uploader gave them."""
+
+    lot_id = db.Column(db.String(TRACE_LENGTH))
+    wafer_id = db.Column(db.String(TRACE_LENGTH))
+    tool_id = db.Column(db.String(TRACE_LENGTH))
+    recipe = db.Column(db.String(TRACE_LENGTH))
+    layer = db.Column(db.String(TRACE_LENGTH))
+    operator = db.Column(db.String(TRACE_LENGTH))
+
+
+class Image(TraceabilityColumns, db.Model):
     __tablename__ = "images"
 
     img_unique_id = db.Column(db.String(255), primary_key=True)
@@ -44,6 +60,9 @@ class Image(db.Model):
     purged_at = db.Column(db.DateTime)
     # `flask aoi fsck --repair` found stored files missing (downloads: 404 FILE_MISSING).
     files_missing_at = db.Column(db.DateTime)
+    # Review (issue #16): set when a reviewer marks the whole image reviewed.
+    reviewed_at = db.Column(db.DateTime)
+    reviewed_by = db.Column(db.String(TRACE_LENGTH))
 
     classes = db.relationship(
         "DefectClass",
@@ -64,6 +83,8 @@ class Image(db.Model):
             "processing_time_seconds",
             "stored_bytes",
         ),
+        # Traceability filters: each reaches its images in time order, like batch_id.
+        *(db.Index(f"ix_images_{name}_time", name, "timestamp") for name in TRACE_FIELDS),
     )
 
 
@@ -174,8 +195,9 @@ class Region(db.Model):
     )
 
 
-class Batch(db.Model):
-    """One POST /upload/batch request; its files are BatchItems."""
+class Batch(TraceabilityColumns, db.Model):
+    """One POST /upload/batch request; its files are BatchItems. Its traceability
+    values are copied onto every image of the batch."""
 
     __tablename__ = "batches"
 
@@ -225,6 +247,56 @@ class BatchItem(db.Model):
         db.Index("ix_batch_items_batch_state", "batch_id", "state"),
         db.Index("ix_batch_items_img", "img_unique_id"),
     )
+
+
+class RegionReview(db.Model):
+    """A reviewer's disposition of one region, beside (never over) the model's values.
+    A region without a row is `unreviewed`."""
+
+    __tablename__ = "region_reviews"
+
+    region_unique_id = db.Column(
+        db.String(255),
+        db.ForeignKey("regions.region_unique_id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    img_unique_id = db.Column(
+        db.String(255),
+        db.ForeignKey("images.img_unique_id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    disposition = db.Column(db.String(16), nullable=False, default="unreviewed")
+    # The class the reviewer says it is; null: the model's class stands.
+    reviewer_class_name = db.Column(db.String(100))
+    comment = db.Column(db.String(1000))
+    reviewed_by = db.Column(db.String(TRACE_LENGTH), nullable=False)
+    reviewed_at = db.Column(db.DateTime, nullable=False)
+
+    __table_args__ = (
+        db.Index("ix_region_reviews_img", "img_unique_id", "disposition"),
+        db.Index("ix_region_reviews_disposition", "disposition", "region_unique_id"),
+    )
+
+
+class ReviewLogEntry(db.Model):
+    """Append-only: one row per change of a disposition or of an image's reviewed mark."""
+
+    __tablename__ = "review_log"
+
+    id = db.Column(db.Integer, primary_key=True, autoincrement=True)
+    img_unique_id = db.Column(
+        db.String(255),
+        db.ForeignKey("images.img_unique_id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    # Null for the image's own reviewed mark.
+    region_unique_id = db.Column(db.String(255))
+    changed_by = db.Column(db.String(TRACE_LENGTH), nullable=False)
+    changed_at = db.Column(db.DateTime, nullable=False)
+    old_value = db.Column(db.Text, nullable=False)  # JSON
+    new_value = db.Column(db.Text, nullable=False)  # JSON
+
+    __table_args__ = (db.Index("ix_review_log_img", "img_unique_id", "id"),)
 
 
 def sqlite_index_name(index):

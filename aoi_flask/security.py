@@ -10,7 +10,11 @@ The image and download URLs the API hands out carry an expiring signature
 (`?expires=<unix time>&signature=<hex HMAC-SHA256>`), so `<img src>` and plain
 links work without a header. A download request with a valid signature needs
 no key. With no API keys configured the API is open, URLs stay unsigned, and a
-warning is logged at start.
+warning is logged where the server starts (`startup_warnings`).
+
+A key may carry a name (`qc-line1:KEY1,qc-line2:KEY2`); the review log records
+the name of the key a change was made with (`g.api_key_name`). A plain key is
+named by a short fingerprint of itself (`key-1a2b3c4d`), so logs never hold a key.
 """
 
 import hashlib
@@ -20,10 +24,10 @@ import math
 import time
 from urllib.parse import unquote, urlsplit
 
-from flask import current_app, request
+from flask import current_app, g, request
 from flask_cors import CORS
 
-from .errors import ApiError
+from .errors import AUTHENTICATE, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +38,8 @@ OPEN_BLUEPRINTS = frozenset({"ui", "flasgger"})
 SIGNED_BLUEPRINT = "download"
 CORS_EXPOSE_HEADERS = ["Location", "Retry-After", "X-Request-ID", "Content-Disposition"]
 CORS_ALLOW_HEADERS = ["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"]
-HOW_TO_SEND = (
-    "Send it in the X-API-Key header (curl -H 'X-API-Key: <key>') "
-    "or as 'Authorization: Bearer <key>'."
-)
-AUTHENTICATE = 'Bearer realm="AOI Inference Agent"'
 MIN_KEY_LENGTH = 16
+NAME_LENGTH = 64  # as stored in the review log
 
 
 class AuthError(ApiError):
@@ -55,21 +55,43 @@ class SignatureError(ApiError):
 # ---- keys ---------------------------------------------------------------------------
 
 
-def api_keys(app=None):
-    """The configured keys as bytes (a comma-separated string is accepted too)."""
+def named_api_keys(app=None):
+    """The configured keys as (name, key bytes); a comma-separated string is accepted
+    too, and each entry may be `name:key`."""
     keys = (app or current_app).config.get("API_KEYS") or []
     if isinstance(keys, str):
         keys = keys.split(",")
-    return [key.strip().encode("utf-8") for key in keys if key and key.strip()]
+    return [parse_key(entry.strip()) for entry in keys if entry and entry.strip()]
 
 
-def key_matches(given, keys):
-    """Constant-time comparison against every key (no early exit on a match)."""
+def parse_key(entry):
+    name, separator, key = entry.partition(":")
+    if separator and name.strip() and key.strip():
+        return name.strip()[:NAME_LENGTH], key.strip().encode("utf-8")
+    key = entry.encode("utf-8")
+    return f"key-{hashlib.sha256(key).hexdigest()[:8]}", key
+
+
+def api_keys(app=None):
+    """The configured keys as bytes."""
+    return [key for _, key in named_api_keys(app)]
+
+
+def key_name(given, named_keys):
+    """The name of the key `given` matches, or None; compared in constant time
+    against every key (no early exit on a match)."""
     given = given.encode("utf-8")
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, key)
-    return matched
+    found = None
+    for name, key in named_keys:
+        if hmac.compare_digest(given, key) and found is None:
+            found = name
+    return found
+
+
+def reviewer_name():
+    """Who a review is logged as: the name of the request's API key, or `anonymous`
+    (API open, no keys configured)."""
+    return g.get("api_key_name") or "anonymous"
 
 
 def presented_keys():
@@ -98,25 +120,23 @@ def check_access():
     """before_request: let the request through, or raise 401/403."""
     if request.method == "OPTIONS":  # CORS preflight: browsers send no credentials
         return None
-    keys = api_keys()
-    if not keys or is_open():
+    named_keys = named_api_keys()
+    if not named_keys or is_open():
         return None
     given = presented_keys()
-    if any(key_matches(key, keys) for key in given):
-        return None
+    for key in given:
+        name = key_name(key, named_keys)
+        if name:
+            g.api_key_name = name
+            return None
     if request.blueprint == SIGNED_BLUEPRINT and has_signature():
         verify_signature()
         return None
     if not given:
-        raise AuthError(
-            f"This endpoint needs an API key. {HOW_TO_SEND} Ask the administrator for a key.",
-            headers={"WWW-Authenticate": AUTHENTICATE},
-        )
+        raise AuthError.of("AUTH_REQUIRED", headers={"WWW-Authenticate": AUTHENTICATE})
     log.warning("refused an invalid API key for %s %s", request.method, request.path)
-    raise AuthError(
-        f"The API key is not valid. Check it for typos or ask the administrator for a "
-        f"current key. {HOW_TO_SEND}",
-        code="AUTH_INVALID",
+    raise AuthError.of(
+        "AUTH_INVALID",
         headers={"WWW-Authenticate": f'{AUTHENTICATE}, error="invalid_token"'},
     )
 
@@ -170,16 +190,10 @@ def verify_signature():
     if not expires.isdigit() or not hmac.compare_digest(
         given.encode("utf-8"), signature_for(path, expires).encode()
     ):
-        raise SignatureError(
-            "The link's signature is not valid (it was changed, or it belongs to another "
-            "file). Get a fresh link from the API (e.g. GET /images/<id>), or send your "
-            f"API key instead. {HOW_TO_SEND}"
-        )
+        raise SignatureError.of("SIGNATURE_INVALID")
     if int(expires) < time.time():
-        raise SignatureError(
-            "This download link has expired. Get a fresh link from the API "
-            "(e.g. GET /images/<id> or GET /batches/<id>), or send your API key instead.",
-            code="SIGNATURE_EXPIRED",
+        raise SignatureError.of(
+            "SIGNATURE_EXPIRED",
             details={"expired_at": int(expires)},
         )
 
@@ -198,13 +212,15 @@ def register_cors(app):
         origins=origins,
         expose_headers=CORS_EXPOSE_HEADERS,
         allow_headers=CORS_ALLOW_HEADERS,
-        methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+        methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
         max_age=600,
     )
     log.info("CORS allowed for: %s", ", ".join(origins))
 
 
-def register_security(app):
+def startup_warnings(app):
+    """Warnings about the key set-up, logged where the server starts (run.py, wsgi.py),
+    not by every `flask aoi` command (they would clutter cron logs)."""
     keys = api_keys(app)
     if not keys:
         log.warning(
@@ -217,6 +233,10 @@ def register_security(app):
             "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
             MIN_KEY_LENGTH,
         )
+
+
+def register_security(app):
+    keys = api_keys(app)
     if keys and not app.config.get("SECRET_KEY"):
         log.info("signed links use a key derived from AOI_API_KEYS (AOI_SECRET_KEY not set)")
     app.before_request(check_access)

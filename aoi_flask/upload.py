@@ -1,6 +1,7 @@
 """Upload group: send images to the model service and store the results."""
 
 import base64
+import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
@@ -12,6 +13,7 @@ from .schemas import (
     UploadOptionsSchema,
     batch_links,
     load_or_400,
+    load_traceability_or_400,
 )
 from .services import batches as batch_service
 from .services.results import read_analysis
@@ -29,6 +31,25 @@ def read_upload(file):
     return file.read(upload_limit() + 1)
 
 
+# The filename parameter as browsers write it (WHATWG multipart/form-data): backslashes
+# are literal, quotes and newlines percent-encoded. Werkzeug reads it as an RFC quoted
+# string, where `\x` means `x`, which turns `C:\dir\a.png` into `C:dira.png`.
+FILENAME_PARAM = re.compile(r'(?:^|;)\s*filename="((?:[^"]|"(?!\s*(?:;|$)))*)"\s*(?:;|$)')
+PERCENT_ESCAPES = {"%22": '"', "%0A": "\n", "%0D": "\r", '\\"': '"'}
+
+
+def submitted_filename(file):
+    """The file's name as the client sent it, directory part included."""
+    disposition = file.headers.get("Content-Disposition", "")
+    match = FILENAME_PARAM.search(disposition)
+    if match is None or "filename*=" in disposition:
+        return file.filename
+    name = match.group(1)
+    for escaped, plain in PERCENT_ESCAPES.items():
+        name = name.replace(escaped, plain)
+    return name
+
+
 @bp.post("/upload")
 def upload_image():
     """Analyse one image and store the results.
@@ -37,22 +58,19 @@ def upload_image():
     Its type is checked by content (JPEG, PNG, TIFF or BMP, whatever the name), at
     most 50 MB. The agent saves the input, calls the model service, stores the three
     result images and the analysis, and answers **201** with `Location` and the
-    result (PRD Example 1). With `include_images=true` the body also carries the
-    three PNGs as base64, like the model service's own answer. After any failure
-    nothing is left behind.
+    result (PRD Example 1). Optional form fields `lot_id`, `wafer_id`, `tool_id`,
+    `recipe`, `layer` and `operator` (at most 64 letters, digits, `.`, `_`, `-`;
+    `operator` also spaces) are stored with the image. With `include_images=true`
+    the body also carries the three PNGs as base64, like the model service's own
+    answer. After any failure nothing is left behind.
 
     400 codes: `NO_FILE`, `EMPTY_FILENAME`, `EMPTY_FILE`, `UNSUPPORTED_FORMAT`,
     `UNDECODABLE_IMAGE`, `IMAGE_TOO_MANY_PIXELS`, `INVALID_PARAMETER`.
     ---
     tags: [upload]
     operationId: upload_image
-    parameters:
-      - name: include_images
-        in: query
-        description: >-
-          Also return `overlay_image`, `combined_image` and `mask_image` as base64
-          (also accepted as a form field)
-        schema: {type: boolean, default: false}
+    x-query: UploadOptions
+    x-form: Traceability
     requestBody:
       required: true
       content:
@@ -93,15 +111,12 @@ def upload_image():
     # Refuse oversize bodies before the form is parsed (multipart overhead allowed).
     request.max_content_length = upload_limit() + MB
     options = load_or_400(UploadOptionsSchema(), {**request.args, **request.form})
+    trace = load_traceability_or_400(request.form)
     file = request.files.get("image")
     if file is None:
-        raise ApiError(
-            "No file in field 'image'. Send the image as multipart/form-data field "
-            "'image' (curl: -F image=@wafer.jpg).",
-            code="NO_FILE",
-        )
+        raise ApiError.of("NO_FILE")
     data = read_upload(file)
-    stored = services().results.analyse_upload(data, file.filename)
+    stored = services().results.analyse_upload(data, submitted_filename(file), trace=trace)
     body = ImageResultSchema().dump(stored.image)
     body["analysis_results"] = stored.answer.analysis
     if options["include_images"]:
@@ -121,19 +136,15 @@ def read_batch_files():
     request.max_form_parts = limit + 100
     files = request.files.getlist("images")
     if not files:
-        raise ApiError(
-            "No files in field 'images'. Send each image as a multipart/form-data field "
-            "'images' (curl: -F images=@a.jpg -F images=@b.jpg).",
-            code="NO_FILES",
-        )
+        raise ApiError.of("NO_FILES")
     if len(files) > limit:
-        raise ApiError(
-            f"{len(files)} files sent; a batch takes at most {limit}. Split it into "
-            "several batches.",
-            code="TOO_MANY_FILES",
+        raise ApiError.of(
+            "TOO_MANY_FILES",
+            received=len(files),
+            limit=limit,
             details={"max_batch_files": limit, "received": len(files)},
         )
-    return [(file.filename, read_upload(file)) for file in files]
+    return [(submitted_filename(file), read_upload(file)) for file in files]
 
 
 @bp.post("/upload/batch")
@@ -143,7 +154,9 @@ def upload_batch():
     Send each image as a multipart/form-data field `images`, repeating the field
     (curl: `-F images=@a.jpg -F images=@b.jpg`); at most 500 files of 50 MB each.
     Every input is checked and saved before any model call; a bad file becomes a
-    failed row and never fails the others. By default the answer waits for every
+    failed row and never fails the others. The optional traceability form fields
+    (`lot_id`, `wafer_id`, `tool_id`, `recipe`, `layer`, `operator`, as for POST
+    /upload) apply to every file of the batch. By default the answer waits for every
     file (200, one result per file, in order). With `async=true` it answers
     **202** right after the inputs are saved; follow `status_url`
     (GET /batches/{batch_id}) for per-file progress and fetch `download_url` for the
@@ -151,13 +164,8 @@ def upload_batch():
     ---
     tags: [upload]
     operationId: upload_batch
-    parameters:
-      - name: async
-        in: query
-        description: >-
-          Answer 202 as soon as the inputs are saved instead of waiting for the
-          results (also accepted as a form field)
-        schema: {type: boolean, default: false}
+    x-query: BatchOptions
+    x-form: Traceability
     requestBody:
       required: true
       content:
@@ -201,9 +209,10 @@ def upload_batch():
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
     options = load_or_400(BatchOptionsSchema(), {**request.args, **request.form})
+    trace = load_traceability_or_400(request.form)
     files = read_batch_files()
     svc = services()
-    batch = batch_service.create_batch(svc.results, files)
+    batch = batch_service.create_batch(svc.results, files, trace=trace)
     queued = batch_service.queued_item_ids(batch.batch_id)
     futures = svc.batches.submit(queued)
     links = batch_links(batch.batch_id)

@@ -50,6 +50,9 @@ def cases(session, base):
     month = {"start_date": str(last - timedelta(days=29)), "end_date": str(last)}
     batches = session.get(f"{base}/batches", params={"limit": 1}, timeout=60).json()["batches"]
     batch = {"batch_id": batches[0]["batch_id"]} if batches else {}
+    newest = session.get(f"{base}/images", params={"limit": 1}, timeout=60).json()["images"]
+    lot = {"lot_id": newest[0].get("lot_id")} if newest and newest[0].get("lot_id") else {}
+    tool = {"tool_id": "AOI-3"}  # scripts/seed_history.py: one image in eight
     return [
         ("history", "/images", {"limit": 20}),
         ("history", "/images", {"limit": 20, **week}),
@@ -66,6 +69,16 @@ def cases(session, base):
         ("region search", "/query/defects", batch),
         ("statistics", "/stats", {}),
         ("statistics", "/stats", month),
+        # Traceability filters (issue #16).
+        ("history", "/images", {"limit": 20, **lot}),
+        ("history", "/images", {"limit": 20, **tool}),
+        ("history", "/images", {"limit": 20, **tool, "reviewed": "false", **month}),
+        ("region search", "/query/defects", lot),
+        ("region search", "/query/defects", {**tool, "class_name": "PI_Particle"}),
+        ("region search", "/query/defects", {**tool, "disposition": "false_call"}),
+        ("statistics", "/stats", lot),
+        ("statistics", "/stats", {**tool, **month}),
+        ("statistics", "/stats", {"group_by": "tool_id", **month}),
     ]
 
 

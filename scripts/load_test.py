@@ -14,6 +14,11 @@ upload: the client's total time minus the model time the simulator reports
     python scripts/load_test.py                      # 50 clients, 60 s, SQLite
     python scripts/load_test.py --database mariadb   # scratch MariaDB `aoi_load`
     python scripts/load_test.py --clients 10 --duration 15 --think 0.1
+    python scripts/load_test.py --model stub         # real-size answers (12.9 MB each)
+
+`--model stub` replaces the simulator by scripts/model_stub.py, which answers every
+upload at once with the recorded sample (three 1792x1792 PNGs, 12.9 MB of JSON); the
+clients then upload the sample's 1792x1792 JPEG input.
 
 Targets on a 2-core machine: overhead p50 <= 50 ms and p95 <= 150 ms, and no
 5xx answer except deliberate 503 MODEL_BUSY (the model-slot cap at work).
@@ -37,6 +42,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_common as bc  # noqa: E402
+import model_stub  # noqa: E402
 
 DEFAULT_MARIADB = "mysql+pymysql://root@127.0.0.1:3306/aoi_load?charset=utf8mb4"
 CLASSES = ("PI_Particle", "PR_Peeling", "Copper_Nodule", "Env_Particle")
@@ -50,6 +56,12 @@ def parse_args(argv=None):
     parser.add_argument("--clients", type=int, default=50, help="concurrent client threads")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--database", choices=("sqlite", "mariadb"), default="sqlite")
+    parser.add_argument(
+        "--model",
+        choices=("simulator", "stub"),
+        default="simulator",
+        help="the model service: the simulator (small answers) or the real-size stub",
+    )
     parser.add_argument("--mariadb-url", default=DEFAULT_MARIADB, help="scratch database URL")
     parser.add_argument("--mix", default=DEFAULT_MIX, help=f"weights (default {DEFAULT_MIX})")
     parser.add_argument("--think", type=float, default=0.0, help="pause between requests, s")
@@ -143,8 +155,15 @@ class Client(threading.Thread):
     def image(self):
         return self.rng.choice(self.images)
 
+    def part(self, stem):
+        """(name, bytes, type) of one of the test images."""
+        data = self.image()
+        if data.startswith(b"\xff\xd8"):
+            return f"{stem}.jpg", data, "image/jpeg"
+        return f"{stem}.png", data, "image/png"
+
     def upload(self):
-        files = {"image": (f"load_{self.rng.randrange(10**6)}.png", self.image(), "image/png")}
+        files = {"image": self.part(f"load_{self.rng.randrange(10**6)}")}
         response, _, elapsed = self.timed("upload", "POST", "/upload", files=files)
         if response.status_code == 201:
             body = response.json()
@@ -155,10 +174,7 @@ class Client(threading.Thread):
                 self.results.image_ids.append(body["img_unique_id"])
 
     def batch(self):
-        files = [
-            ("images", (f"batch_{i}.png", self.image(), "image/png"))
-            for i in range(self.args.batch_size)
-        ]
+        files = [("images", self.part(f"batch_{i}")) for i in range(self.args.batch_size)]
         response, _, _ = self.timed("batch", "POST", "/upload/batch", files=files)
         if response.status_code == 200:
             done = [r for r in response.json()["results"] if r.get("success")]
@@ -203,6 +219,7 @@ def report(args, results, wall, agent_cpu, sim_cpu, backend):
     print()
     print(
         f"== load test: {args.clients} clients, {wall:.1f} s, backend {backend}, "
+        f"model {args.model}, "
         f"think {args.think:g} s, waitress threads {args.threads}, "
         f"model slots {args.model_concurrency}, {os.cpu_count()} CPUs"
     )
@@ -255,6 +272,12 @@ def report(args, results, wall, agent_cpu, sim_cpu, backend):
     return all(met.values())
 
 
+def start_stub(workdir):
+    port = bc.free_port()
+    argv = [sys.executable, "scripts/model_stub.py", "--port", str(port)]
+    return bc.Service("model-stub", argv, port, log_dir=workdir).wait_ready("/health", 120)
+
+
 # ---- main --------------------------------------------------------------------------------
 
 
@@ -276,7 +299,10 @@ def main(argv=None):
             bc.migrate(database_url)
         else:
             database_url = f"sqlite:///{workdir / 'load.sqlite3'}"
-        simulator = bc.start_simulator(0, log_dir=workdir)
+        if args.model == "stub":
+            simulator = start_stub(workdir)
+        else:
+            simulator = bc.start_simulator(0, log_dir=workdir)
         children.append(simulator)
         env = {
             "AOI_DATABASE_URL": database_url,
@@ -287,12 +313,16 @@ def main(argv=None):
             "AOI_DB_POOL_SIZE": str(args.threads + 8),
             "AOI_API_KEYS": "",
             "AOI_LOG_LEVEL": args.agent_log_level,
+            "AOI_FSYNC": "true",
         }
         agent = bc.start_agent(env, threads=args.threads, log_dir=workdir)
         children.append(agent)
 
         rng = np.random.default_rng(args.seed)
-        images = [bc.wafer_image(rng, args.image_size) for _ in range(32)]
+        if args.model == "stub":
+            images = [model_stub.sample_input()]
+        else:
+            images = [bc.wafer_image(rng, args.image_size) for _ in range(32)]
         results = Results()
         seeder = Client(0, agent.url, args, images, results, time.monotonic() + 120)
         for _ in range(args.seed_images):

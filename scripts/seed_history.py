@@ -35,6 +35,12 @@ CLASS_WEIGHTS = np.array([0.50, 0.08, 0.17, 0.25])
 ID_ALPHABET = np.array(list(string.ascii_uppercase + string.digits))
 MODELS = ("nvidia/segformer-b2-aoi", "oneformer-aoi")
 SIZES = ((1792, 1792), (2048, 2048), (1536, 2048))
+# Traceability (issue #16), derived from the lot and wafer numbers (no extra random
+# draws, so every other generated value stays as it was): 8 tools, ~11 images a lot.
+TOOLS = tuple(f"AOI-{n}" for n in range(1, 9))
+RECIPES = ("M1_POST_CMP", "M2_POST_CMP", "V1_ETCH", "PI_COAT", "RDL_PLATE", "BUMP")
+LAYERS = ("M1", "M2", "V1", "PI", "RDL")
+OPERATORS = tuple(f"op{n:02d}" for n in range(1, 13))
 
 
 def parse_args(argv=None):
@@ -181,6 +187,12 @@ class HistoryGenerator:
                     "thumbnail_path": f"{result_dir}/thumbnail.jpg",
                     "total_defects": int(n_regions[i]),
                     "stored_bytes": stored[i],
+                    "lot_id": f"LOT{lots[i]}",
+                    "wafer_id": f"W{wafers[i]:02d}",
+                    "tool_id": TOOLS[lots[i] % len(TOOLS)],
+                    "recipe": RECIPES[lots[i] % len(RECIPES)],
+                    "layer": LAYERS[wafers[i] % len(LAYERS)],
+                    "operator": OPERATORS[(lots[i] // 7) % len(OPERATORS)],
                 }
             )
 

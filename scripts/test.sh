@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Run the whole test suite twice: on SQLite, then on MariaDB/MySQL.
-# Prepares a fresh machine first: Python packages, a running MariaDB server
-# (started, or installed from Debian's packages and started) and a test database.
+# Prepares a fresh machine first: a virtual environment (.venv) holding exactly the
+# locked packages of requirements-dev.txt, Chromium for the browser tests, a running
+# MariaDB server and Redis server (started, or installed from Debian's packages and
+# started) and a test database. Nothing is installed into the caller's Python.
 #
 #   AOI_TEST_MYSQL_URL  the MariaDB/MySQL database to test against
 #                       (default mysql+pymysql://root@127.0.0.1:3306/aoi_test?charset=utf8mb4)
 #   AOI_TEST_REDIS_URL  the Redis database of the distributed-mode tests
 #                       (default redis://127.0.0.1:6379/15; keys under AOI_TEST_REDIS_PREFIX,
 #                       default aoi-test:, deleted after each test)
+#   AOI_VENV            the virtual environment to use (default .venv)
 #   extra arguments are passed to pytest, e.g. scripts/test.sh -k upload
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
+VENV=${AOI_VENV:-.venv}
+PYTHON=$VENV/bin/python
 MYSQL_URL=${AOI_TEST_MYSQL_URL:-mysql+pymysql://root@127.0.0.1:3306/aoi_test?charset=utf8mb4}
 export AOI_TEST_REDIS_URL=${AOI_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 # Here Redis is there (ensure_redis): its tests fail instead of skipping when it is not.
@@ -21,17 +25,40 @@ REPORTS=test-reports
 
 log() { printf '\n==> %s\n' "$*"; }
 
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing: Debian package(s) $* — install them (sudo apt-get install $*) and run again" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_venv() {
+  if [ -x "$PYTHON" ] && "$PYTHON" -m pip --version >/dev/null 2>&1; then return; fi
+  log "creating the virtual environment $VENV"
+  rm -rf "$VENV"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    # Debian/Ubuntu ship venv's pip bootstrap separately.
+    rm -rf "$VENV"
+    apt_install python3-venv
+    python3 -m venv "$VENV"
+  fi
+}
+
 install_packages() {
-  log "installing Python packages (requirements-dev.txt)"
+  log "installing the locked packages (requirements-dev.txt) into $VENV"
   "$PYTHON" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  # Remove anything the lock does not name, so the venv is exactly the tested set.
+  "$PYTHON" -m piptools sync --quiet --pip-args "--disable-pip-version-check" requirements-dev.txt
+  "$PYTHON" scripts/check_lock.py requirements-dev.txt
 }
 
 ensure_chromium() {
   # Browser tests drive Debian's Chromium through Playwright; never a browser download.
   if [ -x /usr/bin/chromium ]; then return; fi
   log "installing Chromium (Debian package chromium)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
 }
 
 mariadb_answers() {
@@ -45,12 +72,33 @@ pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
 PY
 }
 
+redis_answers() {
+  "$PYTHON" -c "import redis; redis.Redis(host='127.0.0.1', port=6379, socket_timeout=2).ping()" \
+    >/dev/null 2>&1
+}
+
+ensure_redis() {
+  # The distributed-mode tests (Celery broker, cluster-wide model slots) use Redis.
+  if redis_answers; then return; fi
+  if ! command -v redis-server >/dev/null; then
+    log "installing Redis (Debian package redis-server)"
+    apt_install redis-server
+  fi
+  log "starting Redis on 127.0.0.1:6379 (keeps nothing on disk)"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 30); do
+    if redis_answers; then return; fi
+    sleep 1
+  done
+  echo "Redis did not start within 30 s" >&2
+  exit 1
+}
+
 ensure_mariadb() {
   if mariadb_answers; then return; fi
   if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
     log "installing MariaDB (Debian package mariadb-server)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null
+    apt_install mariadb-server
   fi
   log "starting MariaDB"
   mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
@@ -67,32 +115,6 @@ ensure_mariadb() {
     sleep 1
   done
   echo "MariaDB did not start within 60 s" >&2
-  exit 1
-}
-
-redis_answers() {
-  "$PYTHON" - "$AOI_TEST_REDIS_URL" <<'PY' >/dev/null 2>&1
-import sys
-import redis
-redis.Redis.from_url(sys.argv[1], socket_connect_timeout=2).ping()
-PY
-}
-
-ensure_redis() {
-  # Broker and cluster semaphore of distributed mode (tests/test_tasks.py, test_scaleout.py).
-  if redis_answers; then return; fi
-  if ! command -v redis-server >/dev/null; then
-    log "installing Redis (Debian package redis-server)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  fi
-  log "starting Redis"
-  redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no >/dev/null
-  for _ in $(seq 30); do
-    if redis_answers; then return; fi
-    sleep 1
-  done
-  echo "Redis did not start within 30 s" >&2
   exit 1
 }
 
@@ -118,10 +140,11 @@ run_suite() {
 }
 
 PYTEST_ARGS=("$@")
+ensure_venv
 install_packages
 ensure_chromium
-ensure_mariadb
 ensure_redis
+ensure_mariadb
 create_test_database
 rm -rf "$REPORTS" && mkdir -p "$REPORTS"
 

@@ -15,7 +15,7 @@ from helpers import echo, png_bytes
 from PIL import Image
 from sqlalchemy import text
 
-from aoi_flask import create_app
+from aoi_flask import create_app, samples
 from aoi_flask.config import TestingConfig
 from aoi_flask.extensions import db
 
@@ -29,7 +29,7 @@ REDIS_URL = os.environ.get("AOI_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REDIS_PREFIX = os.environ.get("AOI_TEST_REDIS_PREFIX", "aoi-test:")
 # scripts/test.sh sets it: there, a missing Redis fails the Redis tests instead of skipping them.
 REQUIRE_REDIS = os.environ.get("AOI_TEST_REQUIRE_REDIS") == "1"
-TABLES = ("batch_items", "batches", "regions", "classes", "images")
+TABLES = ("review_log", "region_reviews", "batch_items", "batches", "regions", "classes", "images")
 
 
 def pytest_report_header(config):
@@ -157,7 +157,7 @@ def sample_input():
 
 @pytest.fixture(scope="session")
 def sample_analysis_bytes():
-    return (DATA / "sample_analysis.json").read_bytes()
+    return samples.sample_analysis_bytes()
 
 
 @pytest.fixture(scope="session")
@@ -180,35 +180,16 @@ def sample_images(sample_input):
 def sample_answer(sample_images, sample_analysis_bytes):
     """The model service's answer for the sample input (SEGFORMER_SERVICE.md)."""
     return {
-        "success": True,
-        "filename": "segformer_input.jpeg",
+        **samples.sample_service()["upload"],
         "overlay_image": base64.b64encode(sample_images["overlay"]).decode(),
         "combined_image": base64.b64encode(sample_images["combined"]).decode(),
         "mask_image": base64.b64encode(sample_images["mask"]).decode(),
-        "total_defects": 7,
-        "processing_time": 0.6743,
         "analysis_results": json.loads(sample_analysis_bytes),
-        "timestamp": "20260224_173819",
     }
 
 
-MODEL_INFO = {
-    "success": True,
-    "current_model": "segformer",
-    "model_name": "nvidia/segformer-b2-aoi",
-    "base_size": 1792,
-    "patch_size": 512,
-    "model_path": "/models/segformer",
-    "timestamp": "2026-02-24T17:38:00",
-}
-MODEL_HEALTH = {
-    "status": "ok",
-    "timestamp": "2026-02-24T17:38:00",
-    "model_loaded": True,
-    "device": "cuda",
-    "cuda_available": True,
-    "system": "Linux",
-}
+MODEL_INFO = samples.sample_service()["model_current"]
+MODEL_HEALTH = samples.sample_service()["health"]
 
 
 @pytest.fixture

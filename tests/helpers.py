@@ -2,6 +2,8 @@
 
 import io
 import re
+import struct
+import zlib
 from pathlib import Path
 
 from PIL import Image
@@ -80,3 +82,12 @@ def sent_size(request):
             return image.size
     except Exception:
         return None
+
+
+def padded_png(total):
+    """A valid 64x48 PNG of exactly `total` bytes (a private ancillary chunk pads it)."""
+    base = image_bytes("PNG")
+    pad = total - len(base) - 12
+    chunk = b"paDd" + b"\0" * pad
+    padding = struct.pack(">I", pad) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return base[:-12] + padding + base[-12:]  # before the IEND chunk

@@ -30,9 +30,11 @@ from openapi_support import (
     schema_errors,
 )
 
+from aoi_flask import apidocs, schemas
 from aoi_flask.apidocs import documented
+from aoi_flask.errors import CATALOGUE, ERROR_RESPONSES, code_of
 
-TAGS = {"system", "upload", "images", "batches", "download", "ui"}
+TAGS = {"system", "upload", "images", "review", "batches", "download", "ui"}
 KEY = "test-key-0123456789abcdef"
 
 
@@ -57,7 +59,22 @@ class Api:
         )
         body = check_response(self.spec, method, path, response)
         self.seen.add((method, path, response.status_code))
+        if response.status_code >= 400 and isinstance(body, dict) and "code" in body:
+            assert_from_catalogue(body)
         return response, body
+
+
+def template_pattern(template):
+    """A catalogue message as a regex: each `{placeholder}` matches any text (or none)."""
+    parts = re.split(r"\{[^{}]*\}", template)
+    return re.compile(".*".join(re.escape(part) for part in parts), re.DOTALL)
+
+
+def assert_from_catalogue(body):
+    """An error answer's message is one of the catalogue's, for its code."""
+    templates = [e.message for name, e in CATALOGUE.items() if code_of(name) == body["code"]]
+    assert templates, f"code {body['code']} is not in errors.CATALOGUE"
+    assert any(template_pattern(t).fullmatch(body["error"]) for t in templates), body
 
 
 @pytest.fixture
@@ -155,9 +172,77 @@ def test_every_json_example_fits_its_schema(spec):
     assert checked > 40
 
 
-def test_examples_come_from_the_real_sample_answer(spec, sample_analysis_bytes):
+def test_components_are_the_marshmallow_schemas(spec):
+    components = spec["components"]["schemas"]
+    for name, schema in apidocs.schemas_of(schemas.Answer).items():
+        if name == "Generated":
+            continue
+        declared = {field.data_key or key for key, field in schema().fields.items()}
+        assert set(components[name]["properties"]) == declared, name
+        assert components[name]["additionalProperties"] is (schema().unknown == "include")
+
+
+def test_a_field_added_to_a_schema_appears_in_the_spec(monkeypatch):
+    from marshmallow import fields
+
+    field = fields.String(
+        allow_none=True, validate=schemas.validate.Length(max=64), metadata={"description": "Lot"}
+    )
+    monkeypatch.setitem(schemas.ImageResultSchema._declared_fields, "chamber_id", field)
+    component_schemas, *_ = apidocs.build_components.__wrapped__()
+    result = component_schemas["ImageResult"]
+    assert result["properties"]["chamber_id"] == {
+        "type": "string",
+        "nullable": True,
+        "maxLength": 64,
+        "description": "Lot",
+    }
+    assert "chamber_id" in result["required"]
+
+
+def test_query_parameters_are_the_input_schemas(spec):
+    for path, method, schema in (
+        ("/images", "get", schemas.ImageListSchema),
+        ("/query/defects", "get", schemas.DefectQuerySchema),
+        ("/stats", "get", schemas.StatsQuerySchema),
+        ("/batches", "get", schemas.PageSchema),
+        ("/upload", "post", schemas.UploadOptionsSchema),
+    ):
+        params = resolve(spec["paths"][path][method].get("parameters", []), spec)
+        query = [p["name"] for p in params if p["in"] == "query"]
+        assert query == [f.data_key or name for name, f in schema().fields.items()], path
+    page = spec["components"]["parameters"]["Page"]
+    assert page["schema"] == {"type": "integer", "default": 1, "minimum": 1, "maximum": 1_000_000}
+
+
+def test_every_example_is_used_and_every_error_is_documented(spec):
+    text = json.dumps(spec["paths"])
+    for name in spec["components"]["examples"]:
+        assert f'"#/components/examples/{name}"' in text, f"example {name} is never used"
+    for name in ERROR_RESPONSES:
+        assert f'"#/components/responses/{name}"' in text, f"response {name} is never used"
+    documented = {c for a in ERROR_RESPONSES.values() for c in a.cases if isinstance(c, str)}
+    documented.add("INVALID_PARAMETER")  # its examples are BadInputs, run through validation
+    generic = {"NOT_FOUND", "METHOD_NOT_ALLOWED", "INTERNAL_ERROR"}  # not tied to an operation
+    assert set(CATALOGUE) - documented == generic
+
+
+def test_error_examples_are_the_catalogue_messages(spec):
+    for answer in spec["components"]["responses"].values():
+        for example in answer["content"].get("application/json", {}).get("examples", {}).values():
+            assert_from_catalogue(example["value"])
+
+
+def test_examples_come_from_the_real_sample_answer(spec, sample_analysis_bytes, sample_answer):
     examples = spec["components"]["examples"]
     assert examples["AnalysisResults"]["value"] == json.loads(sample_analysis_bytes)
+    assert (
+        examples["UploadResult"]["value"]["analysis_results"] == sample_answer["analysis_results"]
+    )
+    assert (
+        examples["UploadResult"]["value"]["processing_time_seconds"]
+        == (sample_answer["processing_time"])
+    )
     upload = examples["UploadResult"]["value"]
     assert upload["total_defects"] == 7
     assert upload["defect_classes"] == {"PI_Particle": 5, "PR_Peeling": 1, "Copper_Nodule": 1}
@@ -176,7 +261,7 @@ def test_file_uploads_are_documented_for_try_it_out(spec):
     images = batch["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     assert images["images"]["type"] == "array"
     assert images["images"]["items"] == {"type": "string", "format": "binary"}
-    assert [p["name"] for p in batch["parameters"]] == ["async"]
+    assert [p["name"] for p in resolve(batch["parameters"], spec)] == ["async"]
 
 
 # ---- the docs pages -------------------------------------------------------------------------
@@ -261,6 +346,17 @@ def test_every_operation_answers_as_documented(app, api, spec, model_service, sa
     api("get", "/stats", 200)
     api("get", "/stats", 200, query_string={"start_date": "2020-01-01", "end_date": "2999-12-31"})
 
+    region = {**image, "region_unique_id": f"{img_id}_1_1"}
+    review = {"disposition": "true_defect", "reviewer_class_name": "Env_Particle"}
+    api("patch", "/images/{img_id}/regions/{region_unique_id}", 200, params=region, json=review)
+    several = {"regions": [{"region_unique_id": f"{img_id}_1_2", "disposition": "false_call"}]}
+    api("post", "/images/{img_id}/review", 200, params=image, json={**several, "reviewed": True})
+    _, log = api("get", "/images/{img_id}/review-log", 200, params=image)
+    assert log["total"] == 3
+    _, traced = api("get", "/stats", 200, query_string={"group_by": "tool_id"})
+    assert traced["review"]["totals"]["false_call"] == 1
+    api("get", "/query/defects", 200, query_string={"disposition": "false_call"})
+
     api("get", "/batches", 200)
     api("get", "/batches/{batch_id}", 200, params=batch_ref)
     api("get", "/batches/{batch_id}", 200, params={"batch_id": queued["batch_id"]})
@@ -339,6 +435,27 @@ def test_bad_parameters_answer_400(api):
         "get", "/download/image/{img_id}/{kind}", 400, params={"img_id": "x", "kind": "raw"}
     )
     assert "type" in body["details"]["fields"]
+
+
+def test_unknown_query_parameters_answer_400_listing_the_documented_ones(api, spec):
+    """Every GET with query parameters refuses one it does not know, and what it
+    accepts is exactly what the docs (and so Swagger UI's try-it-out) send."""
+    checked = []
+    for method, path, operation in operations(spec):
+        documented = sorted(
+            parameter["name"]
+            for parameter in resolve(operation.get("parameters", []), spec)
+            if parameter["in"] == "query"
+        )
+        if method != "get" or not documented:
+            continue
+        values = {name: "mask" if name == "kind" else "x" for name in re.findall(r"{(\w+)}", path)}
+        _, body = api("get", path, 400, params=values, query_string={"bogus_param": "1"})
+        assert body["code"] == "INVALID_PARAMETER"
+        assert "'bogus_param'" in body["error"]
+        assert body["details"] == {"unknown": ["bogus_param"], "allowed": documented}, path
+        checked.append(path)
+    assert set(checked) >= {"/images", "/query/defects", "/stats", "/batches"}
 
 
 def test_upload_refusals(make_app, spec, model_service, sample_input):

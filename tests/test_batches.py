@@ -1,15 +1,19 @@
 """POST /upload/batch, GET /batches…, retry and recovery after a restart."""
 
+import io
+import json
 import threading
+import zipfile
 
 import pytest
 import requests
 from conftest import MODEL_URL
-from helpers import echo, image_bytes, stored_files, upload_batch
+from helpers import echo, image_bytes, padded_png, stored_files, upload_batch
 
 from aoi_flask.extensions import db
 from aoi_flask.models import BatchItem, Image
 from aoi_flask.services import batches as batch_service
+from aoi_flask.services.storage import MB
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -186,3 +190,30 @@ def test_unfinished_items_are_resumed_after_a_restart(app, client, model_service
     assert status["status"] == "done" and status["processed"] == 2
     with app.app_context():
         assert db.session.query(Image).count() == 2
+
+
+def test_a_file_the_model_service_would_refuse_fails_alone(make_app, model_service, storage_root):
+    app = make_app(MAX_UPLOAD_MB=1, MODEL_MAX_BODY_MB=1)
+    files = [(padded_png(MB), "exactly-1MB.png"), (image_bytes(), "ok.png")]
+    body = upload_batch(app.test_client(), files).get_json()
+    refused, done = body["results"]
+    assert (refused["success"], refused["code"]) == (False, "FILE_TOO_LARGE_FOR_MODEL")
+    assert "exactly-1MB.png" in refused["error"]
+    assert done["success"] is True and body["processed"] == 1
+    sent = [r for r in model_service.request_history if r.path == "/upload"]
+    assert len(sent) == 1
+    inputs = [path for path in stored_files(storage_root) if path.startswith("uploads/")]
+    assert len(inputs) == 1 and inputs[0].endswith("_ok.png")  # nothing kept of the refused
+
+
+def test_percent_done_is_a_float_in_every_answer(client, model_service):
+    body = upload_batch(client, [(image_bytes(), "a.png"), (CORRUPT, "b.png")]).get_json()
+    batch_id = body["batch_id"]
+    listed = client.get("/batches").get_json()["batches"][0]
+    one = client.get(f"/batches/{batch_id}").get_json()
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/download/batch/{batch_id}").data))
+    summary = json.loads(archive.read("batch_summary.json"))
+    for answer in (listed, one, summary):
+        assert answer["percent_done"] == 100.0 and isinstance(answer["percent_done"], float)
+    raw = client.get(f"/batches/{batch_id}").get_data(as_text=True).replace(" ", "")
+    assert '"percent_done":100.0' in raw

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import image_bytes, stored_files, upload, upload_batch
+from helpers import image_bytes, padded_png, stored_files, upload, upload_batch
 
 from aoi_flask.simulator import SimulatorOptions, serve_in_thread
 
@@ -55,7 +55,10 @@ def test_sample_through_the_simulator_is_stored_and_served(e2e, sample_input):
     for group in regions["classes"]:
         key = f"{group['class_id']}_{group['class_name']}"
         expected = analysis["classes"][key]["regions"]
-        got = [{k: v for k, v in r.items() if k != "region_unique_id"} for r in group["regions"]]
+        got = [
+            {k: v for k, v in r.items() if k not in ("region_unique_id", "review")}
+            for r in group["regions"]
+        ]
         assert got == expected
     assert e2e.get(f"/download/image/{img_id}/input").data == sample_input
     mask = e2e.get(f"/download/image/{img_id}/mask")
@@ -131,6 +134,27 @@ def test_batch_with_failures_then_retry_completes_everything(e2e, e2e_app, sim):
     assert status["status"] == "done" and status["processed"] == 8
     archive = zipfile.ZipFile(io.BytesIO(e2e.get(f"/download/batch/{body['batch_id']}").data))
     assert sum(name.endswith("/analysis.json") for name in archive.namelist()) == 8
+
+
+def test_the_model_body_limit_matches_the_service(e2e, sim, storage_root):
+    """At the defaults (50 MiB, as the service's MAX_CONTENT_LENGTH) a file of exactly
+    the limit is the agent's own 413; the largest file it accepts the service takes."""
+    limit = 50 * 1024 * 1024
+    refused = upload(e2e, padded_png(limit), name="exactly-50MiB.png")
+    assert refused.status_code == 413
+    body = refused.get_json()
+    assert body["code"] == "FILE_TOO_LARGE_FOR_MODEL"
+    assert stored_files(storage_root) == []
+    largest = body["details"]["max_file_bytes"]
+    assert upload(e2e, padded_png(largest), name="largest.png").status_code == 201
+    # One byte more is what the service itself refuses (with a 500).
+    name = "20260101_000000_abcdef.png"  # as long as the names the agent sends
+    direct = requests.post(
+        f"{sim.url}/upload",
+        files={"image": (name, padded_png(largest + 1), "image/png")},
+        timeout=60,
+    )
+    assert direct.status_code == 500
 
 
 def free_port():

@@ -12,7 +12,7 @@ from conftest import MODEL_URL
 from helpers import echo, image_bytes, png_bytes, upload, upload_batch
 
 from aoi_flask.extensions import db
-from aoi_flask.models import Image
+from aoi_flask.models import CLASS_NAMES, Image
 
 
 @pytest.fixture
@@ -252,3 +252,62 @@ def test_stats_window(client, history):
     empty = get(client, "/stats", start_date="2030-01-01")
     assert empty["totals"]["images"] == 0 and empty["daily"] == []
     assert client.get("/stats?end_date=someday").status_code == 400
+
+
+ZERO_CLASSES = [
+    {"class_id": class_id, "class_name": name, "images": 0, "regions": 0, "area_pixels": 0}
+    for class_id, name in CLASS_NAMES.items()
+]
+
+
+def test_stats_always_lists_the_four_classes(client, history):
+    """An empty window, and an empty database, answer in the same shape as a full one."""
+    empty = get(client, "/stats", start_date="2030-01-01")
+    assert empty["classes"] == ZERO_CLASSES
+    full = get(client, "/stats")
+    assert [c["class_name"] for c in full["classes"]] == [c["class_name"] for c in ZERO_CLASSES]
+
+
+def test_stats_of_an_empty_database_list_the_four_classes(client):
+    assert get(client, "/stats")["classes"] == ZERO_CLASSES
+    assert get(client, "/stats", end_date="2026-01-01")["classes"] == ZERO_CLASSES
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/images", {"clas_name": "PI_Particle"}),
+        ("/query/defects", {"format": "csv", "clas_name": "PI_Particle"}),
+        ("/stats", {"start": "2026-02-24"}),
+        ("/batches", {"pgae": "2"}),
+    ],
+)
+def test_a_misspelled_parameter_is_refused_not_ignored(client, path, query):
+    response = client.get(path, query_string=query)
+    assert response.status_code == 400 and response.mimetype == "application/json"
+    body = response.get_json()
+    (typo,) = body["details"]["unknown"]
+    assert body["code"] == "INVALID_PARAMETER" and repr(typo) in body["error"]
+    assert set(query) - {typo} <= set(body["details"]["allowed"])
+    assert ", ".join(body["details"]["allowed"]) in body["error"]
+
+
+def test_the_refusal_suggests_the_parameter_meant(client):
+    body = client.get("/images?clas_name=PI_Particle").get_json()
+    assert "did you mean class_name?" in body["error"]
+    assert body["details"]["allowed"] == [
+        "batch_id",
+        "class_name",
+        "end_date",
+        "layer",
+        "limit",
+        "lot_id",
+        "operator",
+        "page",
+        "recipe",
+        "reviewed",
+        "sort",
+        "start_date",
+        "tool_id",
+        "wafer_id",
+    ]

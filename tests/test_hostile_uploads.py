@@ -424,3 +424,30 @@ def test_deleting_a_tampered_row_never_removes_shared_folders_or_outside_files(
     assert {p for p in stored_files(storage_root) if keep in p} == before
     assert client.get(f"/download/image/{keep}/mask").status_code == 200
     assert Path(storage_root / "uploads").is_dir() and Path(storage_root / "results").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("disposition", "name"),
+    [
+        # Browsers (WHATWG): backslashes literal, quotes percent-encoded.
+        ('form-data; name="image"; filename="C:\\dir\\a.png"', "C:\\dir\\a.png"),
+        ('form-data; name="image"; filename="say %22hi%22.png"', 'say "hi".png'),
+        # curl and RFC-style clients escape with backslashes.
+        ('form-data; name="image"; filename="C:\\\\dir\\\\a.png"', "C:\\\\dir\\\\a.png"),
+        ('form-data; name="image"; filename="say \\"hi\\".png"', 'say "hi".png'),
+        ('form-data; name="image"; filename="a.png"; size=3', "a.png"),
+    ],
+)
+def test_submitted_filename_reads_the_header_as_clients_write_it(disposition, name):
+    from werkzeug.datastructures import FileStorage, Headers
+
+    from aoi_flask.upload import submitted_filename
+
+    file = FileStorage(headers=Headers({"Content-Disposition": disposition}), filename="x")
+    assert submitted_filename(file) == name
+
+
+def test_doubled_backslashes_still_split_the_directory_off():
+    from aoi_flask.services.imaging import display_name
+
+    assert display_name("C:\\\\Windows\\\\System32\\\\evil.png") == "evil.png"

@@ -28,7 +28,27 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from aoi_flask.apidocs import SAMPLE_BATCH, SAMPLE_ID
+from aoi_flask.samples import SAMPLE_BATCH, SAMPLE_ID
+
+
+def restore_private_nodeid():
+    """schemathesis 4.32 renames each generated test through pytest's private
+    `Node._nodeid`, which pytest 9.2 replaced with a structured `_id`; map the old
+    name onto the new one until schemathesis follows."""
+    try:
+        from _pytest.nodeid import coerce_node_id
+    except ImportError:  # pytest < 9.2 still has the attribute
+        return
+    from _pytest.nodes import Node
+
+    if not hasattr(Node, "_nodeid"):
+        Node._nodeid = property(
+            lambda node: node.nodeid,
+            lambda node, value: setattr(node, "_id", coerce_node_id(value)),
+        )
+
+
+restore_private_nodeid()
 
 MAX_EXAMPLES = int(os.environ.get("AOI_FUZZ_EXAMPLES", "12"))
 SEED = int(os.environ.get("AOI_FUZZ_SEED", "20260224"))

@@ -3,8 +3,12 @@
 import hmac
 import io
 import logging
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -15,6 +19,7 @@ from aoi_flask import security
 KEY = "k-3f9a1c7e5b2d8a6f4e0c9b1d"
 OTHER_KEY = "k-other-7d1e9c3b5a2f8e4d6c"
 ALLOWED_ORIGIN = "http://127.0.0.1:3000"
+ROOT = Path(__file__).parent.parent
 
 # Routes that stay open when keys are configured: health, API docs, static
 # assets and the HTML pages of the UI. Everything else must answer 401.
@@ -218,23 +223,56 @@ def test_a_comma_separated_string_of_keys_works(make_app):
     assert client.get("/images").status_code == 401
 
 
-def test_without_keys_the_api_is_open_and_a_warning_is_logged(make_app, caplog):
+def startup_messages(app, caplog):
     with caplog.at_level(logging.WARNING, logger="aoi_flask.security"):
-        app = make_app()
-    assert any("AOI_API_KEYS" in r.getMessage() for r in caplog.records)
+        security.startup_warnings(app)
+    return [r.getMessage() for r in caplog.records]
+
+
+def test_without_keys_the_api_is_open_and_a_warning_is_logged_at_start(make_app, caplog):
+    app = make_app()
+    assert any("AOI_API_KEYS" in m for m in startup_messages(app, caplog))
     assert app.test_client().get("/images").status_code == 200
 
 
 def test_no_open_warning_when_keys_are_set(make_app, caplog):
-    with caplog.at_level(logging.WARNING, logger="aoi_flask.security"):
-        make_app(API_KEYS=[KEY])
-    assert not any("OPEN" in r.getMessage() for r in caplog.records)
+    assert not any("OPEN" in m for m in startup_messages(make_app(API_KEYS=[KEY]), caplog))
 
 
 def test_short_keys_are_warned_about(make_app, caplog):
+    assert any("shorter than" in m for m in startup_messages(make_app(API_KEYS=["short"]), caplog))
+
+
+def test_building_the_app_warns_nothing(make_app, caplog):
+    """`flask aoi …` commands build the app too; cron logs stay free of the warning."""
     with caplog.at_level(logging.WARNING, logger="aoi_flask.security"):
+        make_app()
         make_app(API_KEYS=["short"])
-    assert any("shorter than" in r.getMessage() for r in caplog.records)
+    assert caplog.records == []
+
+
+def run_python(code, tmp_path, *args):
+    env = {
+        **os.environ,
+        "AOI_DATABASE_URL": f"sqlite:///{tmp_path}/agent.sqlite3",
+        "AOI_STORAGE_ROOT": str(tmp_path / "data"),
+        "AOI_API_KEYS": "",
+    }
+    env.pop("FLASK_RUN_FROM_CLI", None)
+    command = [sys.executable, *(["-c", code] if code else []), *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_flask_aoi_commands_do_not_print_the_security_warning(tmp_path):
+    result = run_python(None, tmp_path, "-m", "flask", "--app", "wsgi", "aoi", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "SECURITY WARNING" not in result.stdout + result.stderr
+
+
+def test_the_wsgi_entry_point_prints_the_security_warning(tmp_path):
+    result = run_python("import wsgi", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "SECURITY WARNING" in result.stdout + result.stderr
 
 
 def test_unknown_routes_need_a_key_too(anonymous, authed):

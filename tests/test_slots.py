@@ -33,16 +33,24 @@ def test_dead_holder_lease_expires(sem):
     assert sem.acquire(timeout=3.0) is not None  # their 1 s leases expired
 
 
-def test_two_semaphores_share_one_cap_under_threads(sem):
-    other = ClusterSemaphore(URL, 2, lease_seconds=5.0, prefix=sem.key.removesuffix("model-slots"))
+def test_two_semaphores_share_one_cap_under_threads(redis_prefix):
+    # Leases far longer than the test: a thread the loaded machine stalls for a second
+    # must not lose its slot (that is test_dead_holder_lease_expires's subject).
+    sem, other = (ClusterSemaphore(URL, 2, lease_seconds=60.0, prefix=redis_prefix) for _ in "ab")
     peak, active, lock = [0], [0], threading.Lock()
+    both_held = threading.Event()  # the first holders wait for each other: peak 2 for sure
+    tokens = []
 
     def work(s):
-        token = s.acquire(timeout=10)
+        token = s.acquire(timeout=30)
         with lock:
+            tokens.append(token)
             active[0] += 1
             peak[0] = max(peak[0], active[0])
-        time.sleep(0.05)
+            if active[0] == 2:
+                both_held.set()
+        both_held.wait(timeout=30)
+        time.sleep(0.02)
         with lock:
             active[0] -= 1
         s.release(token)
@@ -52,6 +60,7 @@ def test_two_semaphores_share_one_cap_under_threads(sem):
         t.start()
     for t in threads:
         t.join()
+    assert None not in tokens and len(tokens) == 12
     assert peak[0] == 2
     assert sem.in_use() == 0
 

@@ -659,3 +659,32 @@ def test_the_api_key_is_asked_once_stored_and_sent(session, page, live, app_sett
     assert info.value.request.headers.get("x-api-key") == API_KEY
     expect(page.locator("#result-viewer")).to_have_attribute("data-state", "ready")
     expect(dialog).to_be_hidden()
+
+
+def test_apidocs_try_it_out_uploads_single_and_batch(page, live):
+    """Swagger UI, served offline, sends real uploads from its *Try it out* forms."""
+    page.goto("/apidocs/")
+    boards = [
+        {"name": f"board{i}.png", "mimeType": "image/png", "buffer": defect_board(i)}
+        for i in range(2)
+    ]
+    single = page.locator("#operations-upload-upload_image")
+    single.locator(".opblock-summary").click()
+    single.locator("button.try-out__btn").click()
+    single.locator("input[type=file]").set_input_files(boards[0])
+    single.locator("button.execute").click()
+    expect(single.locator(".live-responses-table tbody .response-col_status").first).to_have_text(
+        re.compile("201"), timeout=TIMEOUT_MS
+    )
+    batch = page.locator("#operations-upload-upload_batch")
+    batch.locator(".opblock-summary").click()
+    batch.locator("button.try-out__btn").click()
+    for index, board in enumerate(boards):
+        batch.get_by_role("button", name=re.compile("Add (string )?item")).click()
+        batch.locator("input[type=file]").nth(index).set_input_files(board)
+    batch.locator("button.execute").click()
+    expect(batch.locator(".live-responses-table tbody .response-col_status").first).to_have_text(
+        re.compile("200"), timeout=TIMEOUT_MS
+    )
+    body = batch.locator(".live-responses-table .microlight").first.inner_text()
+    assert '"total_images": 2' in body and '"processed": 2' in body

@@ -17,7 +17,7 @@ def test_upload_stores_the_sample_and_answers_like_prd_example_1(
     assert response.status_code == 201
     body = response.get_json()
     img_id = body["img_unique_id"]
-    assert response.headers["Location"].endswith(f"/images/{img_id}")
+    assert response.headers["Location"] == f"http://localhost/images/{img_id}"  # absolute
     assert body["success"] is True
     assert body["total_defects"] == 7
     assert body["defect_classes"] == {"PI_Particle": 5, "PR_Peeling": 1, "Copper_Nodule": 1}
@@ -71,7 +71,7 @@ def test_regions_return_every_float_exactly(
         got = by_name[key.split("_", 1)[1]]
         assert got["total_regions"] == expected["total_regions"]
         stripped = [
-            {k: v for k, v in region.items() if k != "region_unique_id"}
+            {k: v for k, v in region.items() if k not in ("region_unique_id", "review")}
             for region in got["regions"]
         ]
         assert stripped == expected["regions"]  # == on floats: bit-for-bit
@@ -152,3 +152,35 @@ def test_concurrent_uploads_get_distinct_ids(app, model_service, sample_input):
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(one, range(8)))
     assert len(set(ids)) == 8
+
+
+def test_rows_are_inserted_with_one_statement_per_table(app, client, model_service, sample_input):
+    """No ORM object per region: the image, its classes and its regions are one INSERT
+    (an executemany for the lists) each, in one transaction."""
+    from sqlalchemy import event
+
+    from aoi_flask.extensions import db
+
+    inserts, commits = [], []
+
+    def on_execute(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT"):
+            table = statement.split()[2].strip('`"')
+            rows = len(parameters) if executemany else 1
+            inserts.append((table, rows))
+
+    def on_commit(conn):
+        commits.append(conn)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_commit)
+    try:
+        response = upload(client, sample_input)
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_commit)
+    assert response.status_code == 201
+    assert inserts == [("images", 1), ("classes", 4), ("regions", 7)]
+    assert len(commits) == 1

@@ -7,10 +7,11 @@ import json
 import pytest
 import requests
 from conftest import MODEL_URL
-from helpers import echo, image_bytes, stored_files, upload
+from helpers import echo, image_bytes, padded_png, stored_files, upload
 
 from aoi_flask.extensions import db
 from aoi_flask.models import Image
+from aoi_flask.services.storage import MB
 
 
 def assert_nothing_stored(app, storage_root):
@@ -232,14 +233,14 @@ def test_disk_failure_removes_written_files(
     app, client, model_service, storage_root, sample_input, monkeypatch
 ):
     storage = app.extensions["aoi"].storage
-    real_write = storage.write_atomic
+    real_write = storage.write_temp
 
-    def fail_on_overlay(relpath, data):
-        if relpath.endswith("overlay.png"):
+    def fail_on_overlay(target, data):
+        if target.name == "overlay.png":
             raise OSError(28, "No space left on device")
-        return real_write(relpath, data)
+        return real_write(target, data)
 
-    monkeypatch.setattr(storage, "write_atomic", fail_on_overlay)
+    monkeypatch.setattr(storage, "write_temp", fail_on_overlay)
     body = assert_error(upload(client, sample_input), 507, "STORAGE_ERROR")
     assert "No space left" in body["error"]
     assert_nothing_stored(app, storage_root)
@@ -270,8 +271,11 @@ def test_an_answer_for_another_image_gives_502_and_stores_nothing(
     assert response.status_code == 502
     assert response.get_json()["code"] == "MODEL_BAD_RESPONSE"
     assert "another image" in response.get_json()["error"]
-    assert not [f for f in stored_files(storage_root) if f.startswith(("results/", "uploads/"))
-                and not f.endswith(".gitkeep")]
+    assert not [
+        f
+        for f in stored_files(storage_root)
+        if f.startswith(("results/", "uploads/")) and not f.endswith(".gitkeep")
+    ]
 
 
 def test_timestamp_is_the_second_of_the_image_id(client, model_service, sample_input, app):
@@ -280,3 +284,54 @@ def test_timestamp_is_the_second_of_the_image_id(client, model_service, sample_i
         image = db.session.get(Image, img_id)
         assert f"{image.timestamp:%Y%m%d_%H%M%S}" == img_id[:15]
         assert image.input_image_path.startswith(f"uploads/{image.timestamp:%Y%m%d}/")
+
+
+# ---- the model service's body limit -----------------------------------------------
+
+
+def model_uploads(model_service):
+    return [r for r in model_service.request_history if r.path == "/upload"]
+
+
+def test_a_file_the_model_service_would_refuse_gets_413_before_any_call(
+    make_app, model_service, storage_root
+):
+    """The service limits the whole body (file + form headers): a file of exactly the
+    limit can never be delivered, so the agent refuses it itself."""
+    app = make_app(MAX_UPLOAD_MB=1, MODEL_MAX_BODY_MB=1)
+    response = upload(app.test_client(), padded_png(MB), name="exactly-1MB.png")
+    body = assert_error(response, 413, "FILE_TOO_LARGE_FOR_MODEL")
+    assert "exactly-1MB.png" in body["error"] and "AOI_MODEL_MAX_BODY_MB" in body["error"]
+    details = body["details"]
+    assert details["file_bytes"] == MB and details["model_max_body_bytes"] == MB
+    assert details["request_bytes"] > MB > details["max_file_bytes"] > MB - 400
+    assert model_uploads(model_service) == []
+    assert_nothing_stored(app, storage_root)
+
+
+def test_the_largest_deliverable_file_is_sent(make_app, model_service):
+    app = make_app(MAX_UPLOAD_MB=1, MODEL_MAX_BODY_MB=1)
+    refused = upload(app.test_client(), padded_png(MB), name="big.png").get_json()
+    largest = refused["details"]["max_file_bytes"]
+    response = upload(app.test_client(), padded_png(largest), name="big.png")
+    assert response.status_code == 201, response.get_json()
+    (sent,) = model_uploads(model_service)
+    assert len(sent.body) == MB  # the body is exactly at the limit
+    over = upload(app.test_client(), padded_png(largest + 1), name="big.png")
+    assert_error(over, 413, "FILE_TOO_LARGE_FOR_MODEL")
+
+
+def test_every_error_carries_details(client):
+    """`details` is always there ({} when there is nothing more), as the README says."""
+    answers = [
+        client.post("/upload", data={"other": "x"}, content_type="multipart/form-data"),
+        upload(client, b"", name="empty.png"),
+        upload(client, b"not an image", name="notes.png"),
+        upload(client, image_bytes(), name=""),
+        client.get("/nope"),
+        client.get("/upload"),
+    ]
+    for response in answers:
+        body = response.get_json()
+        assert set(body) == {"success", "error", "code", "details"}, body
+        assert body["details"] == {}

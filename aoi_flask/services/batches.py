@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from ..errors import ApiError, NotFound
 from ..extensions import db
-from ..models import Batch, BatchItem, Image
+from ..models import TRACE_FIELDS, Batch, BatchItem, Image
 from .imaging import display_name
 from .results import Accepted, commit_or_raise
 from .storage import new_image_id, utc_now
@@ -101,11 +101,14 @@ class BatchRunner:
 # ---- creating ----------------------------------------------------------------------
 
 
-def create_batch(results, files):
+def create_batch(results, files, trace=None):
     """Check and save every file; returns the committed Batch. Bad files become
-    failed items with their error; they never fail the others."""
+    failed items with their error; they never fail the others. `trace`: the
+    traceability values every image of the batch is stored with."""
     moment = utc_now()
-    batch = Batch(batch_id=new_image_id(moment), total_files=len(files), created_at=moment)
+    batch = Batch(
+        batch_id=new_image_id(moment), total_files=len(files), created_at=moment, **(trace or {})
+    )
     accepted_items = []
     for index, (filename, data) in enumerate(files):
         # A refused file is listed under its display name too: never a raw name
@@ -131,6 +134,12 @@ def create_batch(results, files):
             results.storage.remove(accepted.input_path, accepted.result_dir)
         raise
     return batch
+
+
+def trace_of(batch):
+    """The traceability values a batch was uploaded with."""
+    values = {name: getattr(batch, name) for name in TRACE_FIELDS}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def mark_failed(item, code, message, moment):
@@ -196,7 +205,9 @@ def work_item(results, item_id, attempt, slot_wait=None):
     accepted = Accepted(item.img_unique_id, item.result_dir, item.input_path, item.filename)
     try:
         data = results.storage.path(item.input_path).read_bytes()
-        results.process(accepted, data, batch_id=item.batch_id, wait=slot_wait)
+        results.process(
+            accepted, data, batch_id=item.batch_id, wait=slot_wait, trace=trace_of(item.batch)
+        )
     except ApiError as error:
         db.session.rollback()
         if slot_wait is not None and error.code == "MODEL_BUSY":
@@ -468,9 +479,9 @@ def cluster_status(gate, runner, distributed):
 def get_batch(batch_id):
     batch = db.session.get(Batch, batch_id)
     if batch is None:
-        raise NotFound(
-            f"No batch with id {batch_id!r}. List batches with GET /batches.",
-            code="BATCH_NOT_FOUND",
+        raise NotFound.of(
+            "BATCH_NOT_FOUND",
+            batch_id=batch_id,
         )
     return batch
 

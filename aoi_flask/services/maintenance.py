@@ -557,9 +557,9 @@ def refuse_if_purged(image):
     if image.purged_at is None:
         return
     when = image.purged_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    raise ImagesPurged(
-        f"images purged by retention on {when}: the input and result files of image "
-        f"{image.img_unique_id} were deleted to free space. Its classes and regions are "
-        f"still available (GET /images/{image.img_unique_id}/regions).",
+    raise ImagesPurged.of(
+        "IMAGES_PURGED",
+        when=when,
+        img_id=image.img_unique_id,
         details={"img_unique_id": image.img_unique_id, "purged_at": when},
     )

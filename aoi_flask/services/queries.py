@@ -17,7 +17,8 @@ from sqlalchemy import and_, case, distinct, exists, func, select
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models import Batch, DefectClass, Image, Region
+from ..models import CLASS_NAMES, Batch, DefectClass, Image, Region
+from .traceability import disposition_conditions, reviewed_condition, trace_conditions
 
 IMAGE_SORTS = {
     "newest": (Image.timestamp.desc(), Image.img_unique_id.desc()),
@@ -65,8 +66,9 @@ class Window:
         return conditions
 
 
-def image_conditions(window, class_name=None, batch_id=None):
+def image_conditions(window, class_name=None, batch_id=None, trace=None, reviewed=None):
     conditions = window.conditions(Image.timestamp)
+    conditions += trace_conditions(trace or {}) + reviewed_condition(reviewed)
     if batch_id:
         conditions.append(Image.batch_id == batch_id)
     if class_name:
@@ -80,8 +82,8 @@ def image_conditions(window, class_name=None, batch_id=None):
     return conditions
 
 
-def list_images(window, *, class_name, batch_id, sort, page, limit):
-    conditions = image_conditions(window, class_name, batch_id)
+def list_images(window, *, class_name, batch_id, sort, page, limit, trace=None, reviewed=None):
+    conditions = image_conditions(window, class_name, batch_id, trace, reviewed)
     total = count_images(window, class_name, batch_id, conditions)
     if total <= (page - 1) * limit:
         return total, []
@@ -97,7 +99,7 @@ def list_images(window, *, class_name, batch_id, sort, page, limit):
 
 
 def count_images(window, class_name, batch_id, conditions):
-    if class_name and not batch_id and window.start is None and window.end is None:
+    if class_name and len(conditions) == 1:
         # Only the class filter: count the distinct images of the matching class rows,
         # one range of ix_classes_name_regions, instead of probing every image.
         return db.session.scalar(
@@ -143,14 +145,14 @@ def region_query(window, filters):
 
 
 def region_image_conditions(window, filters):
-    conditions = window.conditions(Image.timestamp)
+    conditions = window.conditions(Image.timestamp) + trace_conditions(filters)
     if filters.get("batch_id"):
         conditions.append(Image.batch_id == filters["batch_id"])
     return conditions
 
 
 def region_conditions(filters):
-    conditions = []
+    conditions = disposition_conditions(filters.get("disposition"))
     if filters.get("img_unique_id"):
         conditions.append(Region.img_unique_id == filters["img_unique_id"])
     for name, column in REGION_RANGES.items():
@@ -235,8 +237,9 @@ def stream_regions(window, filters, *, sort, page=None, limit=None):
 # ---- statistics -------------------------------------------------------------------------
 
 
-def statistics(window):
-    conditions = window.conditions(Image.timestamp)
+def statistics(window, trace=None):
+    traced = trace_conditions(trace or {})
+    conditions = window.conditions(Image.timestamp) + traced
     totals = db.session.execute(
         select(
             func.count(),
@@ -253,23 +256,25 @@ def statistics(window):
         "totals": {
             "images": totals[0],
             "regions": int(totals[1] or 0),
-            "batches": batch_count(window),
+            "batches": batch_count(window, conditions if traced else None),
         },
         "processing_time": {"mean": totals[2], "min": totals[3], "max": totals[4]},
         "date_range": {"first": totals[5], "last": totals[6]},
         "storage": {"bytes_used": int(totals[7] or 0)},
-        "classes": class_statistics(window),
+        "classes": class_statistics(window, traced),
         "daily": daily_counts(conditions),
     }
 
 
-def batch_count(window):
+def batch_count(window, image_filter=None):
+    if image_filter is not None:  # traceability filters: the batches of matching images
+        return db.session.scalar(select(func.count(distinct(Image.batch_id))).where(*image_filter))
     return db.session.scalar(
         select(func.count()).select_from(Batch).where(*window.conditions(Batch.created_at))
     )
 
 
-def class_statistics(window):
+def class_statistics(window, extra_conditions=()):
     query = select(
         DefectClass.class_id,
         DefectClass.class_name,
@@ -277,12 +282,16 @@ def class_statistics(window):
         func.sum(DefectClass.total_regions),
         func.sum(DefectClass.total_area_pixels),
     ).group_by(DefectClass.class_id, DefectClass.class_name)
-    window_conditions = window.conditions(Image.timestamp)
+    window_conditions = window.conditions(Image.timestamp) + list(extra_conditions)
     if window_conditions:
         query = query.join(Image, DefectClass.img_unique_id == Image.img_unique_id).where(
             and_(*window_conditions)
         )
     rows = db.session.execute(query.order_by(DefectClass.class_id)).all()
+    found = {row[0]: row for row in rows}
+    # Every class, with zeros when the window holds none: one shape, windowed or not.
+    for class_id, name in CLASS_NAMES.items():
+        found.setdefault(class_id, (class_id, name, 0, 0, 0))
     return [
         {
             "class_id": class_id,
@@ -291,7 +300,7 @@ def class_statistics(window):
             "regions": int(regions or 0),
             "area_pixels": int(area or 0),
         }
-        for class_id, name, images, regions, area in rows
+        for class_id, name, images, regions, area in (found[key] for key in sorted(found))
     ]
 
 

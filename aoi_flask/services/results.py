@@ -12,14 +12,14 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
 from ..extensions import db
 from ..models import CLASS_NAMES, DefectClass, Image, Region
 from .imaging import MIME_TYPES, check_image, disk_name, display_name
-from .segformer import CLASS_KEY
+from .segformer import CLASS_KEY, upload_body_size
 from .storage import MB, RESULT_FILES, StorageError, utc_now
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,8 @@ class ModelGate:
         return self.active
 
     def busy_error(self):
-        return ServiceUnavailable(
-            f"All {self.limit} model slots are busy. Try again shortly, or send "
-            "many images as one batch (POST /upload/batch), which queues them.",
-            code="MODEL_BUSY",
-            headers={"Retry-After": self.retry_after},
+        return ServiceUnavailable.of(
+            "MODEL_BUSY", limit=self.limit, headers={"Retry-After": self.retry_after}
         )
 
 
@@ -99,6 +96,7 @@ class Limits:
     max_pixels: int
     thumbnail_size: int
     gate_wait: float | None = None
+    max_model_body_bytes: int | None = None  # None: the model service takes any size
 
 
 class ResultsService:
@@ -108,12 +106,13 @@ class ResultsService:
         self.gate = gate
         self.limits = limits
 
-    def analyse_upload(self, data, filename):
-        """A single upload: accept, analyse, store. On failure nothing is left behind."""
+    def analyse_upload(self, data, filename, trace=None):
+        """A single upload: accept, analyse, store. On failure nothing is left behind.
+        `trace`: traceability values (lot_id, wafer_id, ...) stored with the image."""
         self.client.breaker.check()  # model known to be down: 503 before anything is written
         accepted = self.accept(data, filename)
         try:
-            return self.process(accepted, data, wait=self.limits.gate_wait)
+            return self.process(accepted, data, wait=self.limits.gate_wait, trace=trace)
         except BaseException:
             self.storage.remove(accepted.input_path, accepted.result_dir)
             raise
@@ -121,15 +120,12 @@ class ResultsService:
     def accept(self, data, filename):
         """Check the bytes, claim an image id and save the input (atomically)."""
         if not filename:
-            raise ApiError(
-                "The uploaded file has no name. Choose a file (curl: -F image=@wafer.jpg).",
-                code="EMPTY_FILENAME",
-            )
+            raise ApiError.of("EMPTY_FILENAME")
         if len(data) > self.limits.max_upload_bytes:
-            raise PayloadTooLarge(
-                f"{display_name(filename)} is larger than "
-                f"{self.limits.max_upload_bytes // MB} MB. Reduce its size, then upload again.",
-                code="FILE_TOO_LARGE",
+            raise PayloadTooLarge.of(
+                "FILE_TOO_LARGE",
+                name=display_name(filename),
+                limit=self.limits.max_upload_bytes // MB,
             )
         checked = self.check(data)
         moment = utc_now()
@@ -137,6 +133,11 @@ class ResultsService:
             img_id, result_dir = self.storage.reserve_result_dir(moment)
         except OSError as exc:
             raise storage_error(exc) from None
+        try:
+            self.check_deliverable(data, filename, img_id, checked)
+        except ApiError:
+            self.storage.remove(result_dir)
+            raise
         input_path = self.storage.input_relpath(
             moment, img_id, disk_name(filename, checked.extension)
         )
@@ -147,20 +148,42 @@ class ResultsService:
             raise storage_error(exc) from None
         return Accepted(img_id, result_dir, input_path, display_name(filename), checked)
 
+    def check_deliverable(self, data, filename, img_id, checked):
+        """413 for a file the model service would refuse: its limit is on the whole
+        request body, so a file just under it does not fit with the form's headers."""
+        limit = self.limits.max_model_body_bytes
+        mime_type = MIME_TYPES[checked.format]
+        body = upload_body_size(model_call_name(img_id, checked), mime_type, len(data))
+        if limit is None or body <= limit:
+            return
+        largest = limit - (body - len(data))
+        raise PayloadTooLarge.of(
+            "FILE_TOO_LARGE_FOR_MODEL",
+            name=display_name(filename),
+            file_bytes=len(data),
+            request_bytes=body,
+            model_max_body_bytes=limit,
+            max_file_bytes=largest,
+            details={
+                "file_bytes": len(data),
+                "request_bytes": body,
+                "model_max_body_bytes": limit,
+                "max_file_bytes": largest,
+            },
+        )
+
     def check(self, data):
         return check_image(
             data, max_pixels=self.limits.max_pixels, thumbnail_size=self.limits.thumbnail_size
         )
 
-    def process(self, accepted, data, *, batch_id=None, wait=None):
+    def process(self, accepted, data, *, batch_id=None, wait=None, trace=None):
         """Call the model and store the results. On failure the result files are
         removed; the saved input and the claimed id stay (a batch retries them)."""
         checked = accepted.checked or self.check(data)
         answer = self.client.analyse(
             data,
-            # Unique per image: the service files inputs and results by second + this
-            # name, so a shared name lets concurrent calls get each other's answers.
-            f"{accepted.img_id}.{checked.extension}",
+            model_call_name(accepted.img_id, checked),
             MIME_TYPES[checked.format],
             slot=self.gate(wait),  # freed before the answer is decoded and checked
             size=(checked.width, checked.height),
@@ -170,10 +193,11 @@ class ResultsService:
         written = []
         try:
             paths = self._write_results(accepted.result_dir, answer, checked.thumbnail, written)
-            moment = id_moment(accepted.img_id)
-            image = build_rows(accepted, moment, answer, paths, model_name, batch_id)
-            image.stored_bytes = len(data) + sum(written)
-            commit_image(image)
+            rows = image_rows(accepted, answer, paths, model_name, batch_id)
+            rows.image.update(trace or {})
+            rows.image["stored_bytes"] = len(data) + sum(written)
+            insert_image(rows)
+            image = rows.view()
         except Exception:
             stored = stored_anyway(accepted.img_id)
             if stored is None:
@@ -187,6 +211,7 @@ class ResultsService:
         return StoredResult(image, answer)
 
     def _write_results(self, result_dir, answer, thumbnail, written):
+        """All five files, each synced, then their folder: durable before the commit."""
         files = {
             "combined": ("combined.png", answer.images["combined"]),
             "mask": ("mask.png", answer.images["mask"]),
@@ -194,13 +219,12 @@ class ResultsService:
             "json": ("analysis.json", analysis_bytes(answer.analysis)),
             "thumbnail": ("thumbnail.jpg", thumbnail),
         }
-        paths = {}
+        paths = {kind: f"{result_dir}/{name}" for kind, (name, _) in files.items()}
         try:
-            for kind, (name, content) in files.items():
-                paths[kind] = self.storage.write_atomic(f"{result_dir}/{name}", content)
-                written.append(len(content))
+            self.storage.write_files({paths[kind]: content for kind, (_, content) in files.items()})
         except OSError as exc:
             raise storage_error(exc) from None
+        written.extend(len(content) for _, content in files.values())
         return paths
 
     def delete(self, img_id):
@@ -209,6 +233,12 @@ class ResultsService:
         db.session.delete(image)
         commit_or_raise()
         self.storage.remove(*paths)
+
+
+def model_call_name(img_id, checked):
+    """Unique per image: the service files inputs and results by second + this name,
+    so a shared name lets concurrent calls get each other's answers."""
+    return f"{img_id}.{checked.extension}"
 
 
 def id_moment(img_id):
@@ -223,83 +253,100 @@ def analysis_bytes(analysis):
 
 
 def storage_error(exc):
-    return StorageError(
-        f"Files could not be written to disk ({exc.strerror or exc}). Check free space "
-        "and permissions of the storage folder; nothing was stored.",
-    )
+    return StorageError.of("STORAGE_ERROR", reason=exc.strerror or exc)
 
 
-def build_rows(accepted, moment, answer, paths, model_name, batch_id):
+@dataclass
+class ImageRows:
+    """One image's rows as plain dicts, inserted with one executemany per table."""
+
+    image: dict
+    classes: list
+    regions: list
+
+    def view(self):
+        """The stored image as (transient) objects for the answer, without reading back."""
+        image = Image(**self.image)
+        image.classes = [DefectClass(**row) for row in self.classes]
+        return image
+
+
+def image_rows(accepted, answer, paths, model_name, batch_id):
     img_id = accepted.img_id
-    image = Image(
-        img_unique_id=img_id,
-        image_height=answer.height,
-        image_width=answer.width,
-        processing_time_seconds=answer.processing_time,
-        timestamp=moment,
-        input_image_path=accepted.input_path,
-        result_image_1_path=paths["combined"],
-        result_image_2_path=paths["mask"],
-        result_image_3_path=paths["overlay"],
-        analysis_json_path=paths["json"],
-        thumbnail_path=paths["thumbnail"],
-        original_filename=accepted.display_name,
-        model_name=model_name,
-        batch_id=batch_id,
-        total_defects=answer.total_defects,
-    )
-    classes = {}
-    for key, item in answer.analysis["classes"].items():
-        classes[item["class_id"]] = build_class(img_id, CLASS_KEY.match(key).group(2), item)
-    for class_id, name in CLASS_NAMES.items():
-        classes.setdefault(
-            class_id,
-            build_class(
-                img_id,
-                name,
-                {"class_id": class_id, "total_regions": 0, "total_area_pixels": 0, "regions": []},
-            ),
+    image = {
+        "img_unique_id": img_id,
+        "image_height": answer.height,
+        "image_width": answer.width,
+        "processing_time_seconds": answer.processing_time,
+        "timestamp": id_moment(img_id),
+        "input_image_path": accepted.input_path,
+        "result_image_1_path": paths["combined"],
+        "result_image_2_path": paths["mask"],
+        "result_image_3_path": paths["overlay"],
+        "analysis_json_path": paths["json"],
+        "thumbnail_path": paths["thumbnail"],
+        "original_filename": accepted.display_name,
+        "model_name": model_name,
+        "batch_id": batch_id,
+        "total_defects": answer.total_defects,
+    }
+    items = {item["class_id"]: (key, item) for key, item in answer.analysis["classes"].items()}
+    classes, regions = [], []
+    # All four classes get a row, empty ones too, in class id order.
+    for class_id in sorted({*items, *CLASS_NAMES}):
+        key, item = items.get(class_id, (None, None))
+        name = CLASS_KEY.match(key).group(2) if key else CLASS_NAMES[class_id]
+        class_unique_id = f"{img_id}_{class_id}"
+        classes.append(
+            {
+                "class_unique_id": class_unique_id,
+                "img_unique_id": img_id,
+                "class_id": class_id,
+                "class_name": name,
+                "total_regions": item["total_regions"] if item else 0,
+                "total_area_pixels": item["total_area_pixels"] if item else 0,
+            }
         )
-    image.classes = [classes[class_id] for class_id in sorted(classes)]
-    return image
+        for region in item["regions"] if item else ():
+            regions.append(region_row(img_id, class_unique_id, region))
+    return ImageRows(image, classes, regions)
 
 
-def build_class(img_id, name, item):
-    class_unique_id = f"{img_id}_{item['class_id']}"
-    defect_class = DefectClass(
-        class_unique_id=class_unique_id,
-        img_unique_id=img_id,
-        class_id=item["class_id"],
-        class_name=name,
-        total_regions=item["total_regions"],
-        total_area_pixels=item["total_area_pixels"],
-    )
-    defect_class.regions = [
-        Region(
-            region_unique_id=f"{class_unique_id}_{region['region_id']}",
-            class_unique_id=class_unique_id,
-            img_unique_id=img_id,
-            region_id=region["region_id"],
-            centroid_x=region["centroid"]["x"],
-            centroid_y=region["centroid"]["y"],
-            bbox_x=region["bounding_box"]["x"],
-            bbox_y=region["bounding_box"]["y"],
-            bbox_width=region["bounding_box"]["width"],
-            bbox_height=region["bounding_box"]["height"],
-            area_pixels=region["area_pixels"],
-            perimeter=region["perimeter"],
-            major_axis=region["major_axis"],
-            minor_axis=region["minor_axis"],
-            circularity=region["circularity"],
-            aspect_ratio=region["aspect_ratio"],
-        )
-        for region in item["regions"]
-    ]
-    return defect_class
+def region_row(img_id, class_unique_id, region):
+    centroid, box = region["centroid"], region["bounding_box"]
+    return {
+        "region_unique_id": f"{class_unique_id}_{region['region_id']}",
+        "class_unique_id": class_unique_id,
+        "img_unique_id": img_id,
+        "region_id": region["region_id"],
+        "centroid_x": centroid["x"],
+        "centroid_y": centroid["y"],
+        "bbox_x": box["x"],
+        "bbox_y": box["y"],
+        "bbox_width": box["width"],
+        "bbox_height": box["height"],
+        "area_pixels": region["area_pixels"],
+        "perimeter": region["perimeter"],
+        "major_axis": region["major_axis"],
+        "minor_axis": region["minor_axis"],
+        "circularity": region["circularity"],
+        "aspect_ratio": region["aspect_ratio"],
+    }
 
 
-def commit_image(image):
-    db.session.add(image)
+def insert_image(rows):
+    """The image, its class rows and its regions in one transaction: Core inserts,
+    one executemany per table (no ORM object per region)."""
+    session = db.session
+    try:
+        session.execute(insert(Image.__table__), [rows.image])
+        session.execute(insert(DefectClass.__table__), rows.classes)
+        if rows.regions:
+            session.execute(insert(Region.__table__), rows.regions)
+    except SQLAlchemyError as exc:
+        session.rollback()
+        log.exception("database write failed")
+        raise database_error(exc) from None
     commit_or_raise()
 
 
@@ -326,26 +373,19 @@ def commit_or_raise():
 
 def database_error(exc):
     if isinstance(exc, OperationalError):
-        return ServiceUnavailable(
-            "The database is not reachable right now; nothing was stored. Try again in a "
-            "moment; if it persists, check the database server (see /health).",
-            code="DATABASE_UNAVAILABLE",
+        return ServiceUnavailable.of(
+            "DATABASE_LOST_WRITE",
             headers={"Retry-After": 10},
         )
-    return ApiError(
-        "The database refused the write; nothing was stored. Try again; if it persists, "
-        "report it with the time of the request.",
-        code="DATABASE_ERROR",
-        status=500,
-    )
+    return ApiError.of("DATABASE_ERROR")
 
 
 def get_image(img_id):
     image = db.session.get(Image, img_id)
     if image is None:
-        raise NotFound(
-            f"No image with id {img_id!r}. Check the id, or list images with GET /images.",
-            code="IMAGE_NOT_FOUND",
+        raise NotFound.of(
+            "IMAGE_NOT_FOUND",
+            img_id=img_id,
         )
     return image
 

@@ -4,19 +4,22 @@ Every answer is validated completely before anything is stored, so a model
 that answers garbage can never leave a half-stored result behind.
 """
 
-import base64
 import binascii
 import contextlib
 import io
+import json
 import logging
 import math
+import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
 from PIL import Image
+from requests.utils import guess_json_utf
 from werkzeug.utils import secure_filename
 
 from ..errors import ApiError
@@ -29,6 +32,11 @@ RETRY_STATUSES = {502, 503, 504}
 CLASS_KEY = re.compile(r"^(\d+)_(\w+)$")
 REGION_FLOATS = ("perimeter", "major_axis", "minor_axis", "circularity", "aspect_ratio")
 RESULT_IMAGES = {"combined": "combined_image", "mask": "mask_image", "overlay": "overlay_image"}
+# An answer is ~13 MB of JSON: read it in large pieces (requests' default is 10 KB).
+READ_CHUNK = 1 << 20
+# Inflating the three PNGs to check their size is most of an answer's cost; zlib
+# releases the GIL, so the three run side by side (one upload's latency, not its CPU).
+PNG_CHECKS = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="aoi-png")
 
 
 class ModelServiceError(ApiError):
@@ -54,6 +62,14 @@ class ModelTimeout(ModelServiceError):
 class ModelBadResponse(ModelServiceError):
     status = 502
     code = "MODEL_BAD_RESPONSE"
+
+
+@dataclass
+class Reply:
+    """The model service's answer as read off the wire: its status and parsed JSON."""
+
+    status_code: int
+    body: object  # the parsed JSON, or None when the body is not JSON
 
 
 @dataclass
@@ -142,8 +158,8 @@ class SegformerClient:
         try:
             # The breaker fails fast while the service is known to be down.
             with slot or contextlib.nullcontext(), self.breaker.call():
-                response = self._post_with_retries(data, filename, mime_type)
-            answer = self._validate(response)
+                reply = self._post_with_retries(data, filename, mime_type)
+            answer = self._validate(reply)
             check_belongs(answer, filename, expected_sizes(data, size))
         except ModelServiceError as error:
             elapsed = time.monotonic() - started
@@ -160,7 +176,7 @@ class SegformerClient:
         log.info(
             "model call %s: %s in %.3fs (model %.3fs)",
             shown,
-            response.status_code,
+            reply.status_code,
             answer.elapsed,
             answer.processing_time,
             extra={"model_outcome": "ok", "duration_ms": round(answer.elapsed * 1000, 1)},
@@ -173,8 +189,13 @@ class SegformerClient:
             last = attempt == self.retries
             try:
                 response = self.session.post(
-                    url, files={"image": (filename, data, mime_type)}, timeout=self.timeout
+                    url,
+                    files={"image": (filename, data, mime_type)},
+                    timeout=self.timeout,
+                    stream=True,
                 )
+                with response:
+                    reply = Reply(response.status_code, parse_json(read_text(response)))
             except requests.Timeout as exc:
                 if last:
                     raise self._timeout_error(exc) from None
@@ -182,8 +203,8 @@ class SegformerClient:
                 if last:
                     raise self._unreachable_error(exc) from None
             else:
-                if response.status_code not in RETRY_STATUSES or last:
-                    return response
+                if reply.status_code not in RETRY_STATUSES or last:
+                    return reply
             self._drop_session()
             time.sleep(self.backoff * (2**attempt))
         raise AssertionError("unreachable")
@@ -198,55 +219,55 @@ class SegformerClient:
         kind = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
         if kind == "connect":
             return self._unreachable_error(exc)
-        return ModelTimeout(
-            f"The model service did not answer within {self.timeout[1]:g} s "
-            f"(after {self.retries + 1} attempt(s)). It may be overloaded; try again later "
-            "or raise AOI_MODEL_READ_TIMEOUT.",
+        return ModelTimeout.of(
+            "MODEL_TIMEOUT",
+            seconds=self.timeout[1],
+            attempts=self.retries + 1,
             details={"model_service_url": self.base_url},
         )
 
     def _unreachable_error(self, exc):
         log.warning("model service unreachable: %s", exc)
-        return ModelUnavailable(
-            f"The model service at {self.base_url} cannot be reached "
-            f"(after {self.retries + 1} attempt(s)). Check that it is running and that "
-            "AOI_MODEL_SERVICE_URL points to it, then try again.",
+        return ModelUnavailable.of(
+            "MODEL_UNAVAILABLE",
+            url=self.base_url,
+            attempts=self.retries + 1,
             details={"model_service_url": self.base_url, "reason": type(exc).__name__},
             headers={"Retry-After": self.retry_after},
         )
 
     def _breaker_open_error(self, retry_in):
         breaker = self.breaker
-        return ModelUnavailable(
-            f"The model service at {self.base_url} failed {breaker.threshold} times in a row "
-            f"(connection errors or timeouts); the agent stops calling it for "
-            f"{breaker.cooldown:g} s. Try again in {retry_in} s; queries and downloads keep "
-            "working meanwhile.",
+        return ModelUnavailable.of(
+            "MODEL_BREAKER_OPEN",
+            url=self.base_url,
+            threshold=breaker.threshold,
+            cooldown=breaker.cooldown,
+            retry_in=retry_in,
             details={"model_service_url": self.base_url, "breaker": "open"},
             headers={"Retry-After": retry_in},
         )
 
-    def _validate(self, response):
-        status = response.status_code
-        body = self._json_or_none(response)
+    def _validate(self, reply):
+        status, body = reply.status_code, reply.body
         if status == 503:
-            raise ModelNotLoaded(
-                "The model service has no model loaded (it may be starting or switching "
-                "models). Try again in a minute.",
+            raise ModelNotLoaded.of(
+                "MODEL_NOT_LOADED",
                 details={"model_service_error": _error_text(body)},
                 headers={"Retry-After": self.retry_after},
             )
         if status != 200:
-            raise ModelServiceError(
-                f"The model service answered HTTP {status}: {_error_text(body) or 'no message'}. "
-                "Check the image, or the model service's log if it persists.",
+            raise ModelServiceError.of(
+                "MODEL_ERROR",
+                status=status,
+                message=_error_text(body) or "no message",
                 details={"model_status": status, "model_service_error": _error_text(body)},
             )
         if not isinstance(body, dict):
             raise bad_response("the answer is not a JSON object")
         if body.get("success") is not True:
             raise bad_response(f"success is not true ({_error_text(body) or 'no message'})")
-        images = {name: decode_png(body.get(key), key)[0] for name, key in RESULT_IMAGES.items()}
+        images = decode_images(body)
         analysis = body.get("analysis_results")
         width, height = validate_analysis(analysis)
         total = sum(item["total_regions"] for item in analysis["classes"].values())
@@ -257,13 +278,6 @@ class SegformerClient:
             raise bad_response("processing_time is missing")
         echoed = body.get("filename")
         return ModelAnswer(analysis, images, float(timing), total, width, height, 0.0, echoed)
-
-    @staticmethod
-    def _json_or_none(response):
-        try:
-            return response.json()
-        except ValueError:
-            return None
 
     # -- service information -------------------------------------------------------
 
@@ -309,10 +323,19 @@ class SegformerClient:
         return body if isinstance(body, dict) and response.ok else None
 
 
+def upload_body_size(filename, mime_type, size):
+    """Bytes of the request body `analyse` sends for a file of `size` bytes: the
+    multipart form is built the same way (without the file) and measured."""
+    empty = requests.Request(
+        "POST", "http://model/upload", files={"image": (filename, b"", mime_type)}
+    ).prepare()
+    return len(empty.body) + size
+
+
 def bad_response(reason):
-    return ModelBadResponse(
-        f"The model service sent an answer the agent cannot use: {reason}. Nothing was "
-        "stored. Try again; if it persists, check the model service.",
+    return ModelBadResponse.of(
+        "MODEL_BAD_RESPONSE",
+        reason=reason,
         details={"reason": reason},
     )
 
@@ -355,19 +378,60 @@ def check_belongs(answer, sent_name, sizes):
         )
 
 
-def decode_png(value, field):
+def read_text(response):
+    """The body as text, read in large pieces into one buffer (no list of small
+    chunks joined at the end); None when it is not text."""
+    buffer = bytearray()
+    for piece in response.iter_content(READ_CHUNK):
+        buffer += piece
+    try:
+        return buffer.decode(guess_json_utf(bytes(buffer[:4])) or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def parse_json(text):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def decode_base64(value, field):
     if not isinstance(value, str) or not value:
         raise bad_response(f"{field} is missing")
     try:
-        data = base64.b64decode(value, validate=True)
+        # Same as b64decode(validate=True), without first copying the text to bytes.
+        return binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
         raise bad_response(f"{field} is not valid base64") from None
+
+
+def decode_images(body):
+    """The three PNGs of an answer, decoded and checked: structure, CRCs and inflated
+    size (png_size), never a pixel decode (that cost ~50 ms per image). The checks run
+    side by side while the next image is decoded; the first problem in answer order
+    is the one reported. Each base64 text is popped, so it is freed once decoded."""
+    images, checks = {}, {}
     try:
-        # Structure, CRCs and inflated size only: a full pixel decode cost ~50 ms per image.
-        size = png_size(data)
-    except Exception:
-        raise bad_response(f"{field} is not a complete PNG image") from None
-    return data, size
+        for name, key in RESULT_IMAGES.items():
+            images[name] = decode_base64(body.pop(key, None), key)
+            checks[name] = PNG_CHECKS.submit(png_size, images[name])
+    except ModelBadResponse:
+        wait_for_checks(checks)  # an earlier image's problem comes first
+        raise
+    wait_for_checks(checks)
+    return images
+
+
+def wait_for_checks(checks):
+    for name, check in checks.items():
+        try:
+            check.result()
+        except Exception:
+            raise bad_response(f"{RESULT_IMAGES[name]} is not a complete PNG image") from None
 
 
 def validate_analysis(analysis):

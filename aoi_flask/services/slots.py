@@ -133,9 +133,4 @@ class ClusterGate(ModelGate):
 
 
 def redis_unavailable(exc):
-    return ServiceUnavailable(
-        f"The cluster's model-slot store (Redis) is not reachable ({exc}); nothing was "
-        "stored. Try again in a moment; if it persists, check Redis (AOI_REDIS_URL, /health).",
-        code="REDIS_UNAVAILABLE",
-        headers={"Retry-After": 10},
-    )
+    return ServiceUnavailable.of("REDIS_UNAVAILABLE", reason=exc, headers={"Retry-After": 10})

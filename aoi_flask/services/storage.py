@@ -10,6 +10,7 @@ import secrets
 import shutil
 import string
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from ..errors import ApiError
 MB = 1024 * 1024
 ID_ALPHABET = string.ascii_uppercase + string.digits
 RESULT_FILES = ("combined.png", "mask.png", "overlay.png", "analysis.json", "thumbnail.jpg")
+
+
+# Writes and syncs the files of one image side by side (the GIL is released meanwhile).
+WRITERS = ThreadPoolExecutor(8, thread_name_prefix="aoi-write")
 
 
 class StorageError(ApiError):
@@ -67,21 +72,51 @@ class Storage:
         """Pick an image id and claim its result folder; mkdir is atomic, so two
         workers (threads or processes) can never get the same id."""
         day_dir = self.root / "results" / f"{moment:%Y%m%d}"
-        day_dir.mkdir(parents=True, exist_ok=True)
+        changed = self.make_dirs(day_dir)
         while True:
             img_id = new_image_id(moment)
             try:
                 (day_dir / img_id).mkdir()
             except FileExistsError:
                 continue
+            self.sync_dirs({*changed, day_dir})
             return img_id, self.relative(day_dir / img_id)
 
     def input_relpath(self, moment, img_id, name):
         return f"uploads/{moment:%Y%m%d}/{img_id}_{name}"
 
     def write_atomic(self, relpath, data):
-        target = self.path(relpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.write_files({relpath: data})
+        return relpath
+
+    def write_files(self, files):
+        """Write {relpath: bytes} atomically: each to a temporary file, synced (side by
+        side: the disk merges concurrent syncs into one journal commit), then all
+        renamed, then each folder touched synced once. When it returns, every file and
+        its directory entry are on disk (with fsync on)."""
+        writes, changed = {}, set()
+        for relpath, data in files.items():
+            target = self.path(relpath)
+            changed |= self.make_dirs(target.parent)
+            writes[target] = WRITERS.submit(self.write_temp, target, data)
+        failures = [write.exception() for write in writes.values() if write.exception()]
+        staged = [
+            (write.result(), target) for target, write in writes.items() if not write.exception()
+        ]
+        try:
+            if failures:
+                raise failures[0]
+            for tmp, target in staged:
+                os.replace(tmp, target)
+                changed.add(target.parent)
+            self.sync_dirs(changed)
+        except BaseException:
+            for tmp, _ in staged:
+                Path(tmp).unlink(missing_ok=True)
+            raise
+        return list(files)
+
+    def write_temp(self, target, data):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -89,13 +124,30 @@ class Storage:
                 if self.fsync:
                     handle.flush()
                     os.fsync(handle.fileno())
-            os.replace(tmp, target)
-            if self.fsync:
-                sync_dir(target.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return relpath
+        return tmp
+
+    def make_dirs(self, folder):
+        """mkdir -p; returns the folders whose entries changed (to be synced)."""
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        changed = set()
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            changed.add(path.parent)
+        return changed
+
+    def sync_dirs(self, folders):
+        if self.fsync:
+            for folder in sorted(folders):
+                sync_dir(folder)
 
     def remove(self, *relpaths):
         for relpath in relpaths:

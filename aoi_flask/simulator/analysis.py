@@ -12,9 +12,13 @@ c. Difference: how far each pixel lies outside the 5x5 min..max of the
    reference (tolerates a pixel or two of misregistration), taking the
    smaller of the two axes so a cell that only repeats along one axis is
    not flagged.
-d. Threshold, a 3x3 opening (drops leftover edge lines), a closing that
-   groups a cluster of particles into one defect, 8-connected components;
-   the MAX_PERIODIC_REGIONS with the strongest peak difference are kept.
+d. Threshold: the larger of a fixed floor, the grey-level noise threshold
+   and PERIODIC_NOISE_SIGMAS robust sigmas (MAD) of the signed difference
+   from the reference, which also holds the die-to-die variation.
+e. A 3x3 opening (drops leftover edge lines), a closing that groups a
+   cluster of particles into one defect, 8-connected components; the
+   MAX_PERIODIC_REGIONS with the largest summed difference (contrast x
+   area) are kept, so a wide faint defect outranks a single hot pixel.
 
 Images without a clear period (plain boards, small crops) use the pipeline
 below:
@@ -73,6 +77,7 @@ PITCH_REFINE_SPAN = PITCH_SCALE
 MIN_PERIODS = 3  # the image must hold this many pitches along an axis
 REGISTRATION_TOLERANCE = 5  # px window of the reference's min..max
 PERIODIC_THRESHOLD_FLOOR = 50.0
+PERIODIC_NOISE_SIGMAS = 8.0
 PERIODIC_CLUSTER_DISC = 31
 MAX_PERIODIC_REGIONS = 20
 
@@ -217,9 +222,12 @@ def shifted_copy(gray: np.ndarray, shift: int, axis: int) -> np.ndarray:
 
 def axis_reference(gray: np.ndarray, pitch: int, axis: int) -> np.ndarray:
     """Median of the copies -2, -1, +1, +2 pitches away along one axis."""
-    copies = np.stack([shifted_copy(gray, k * pitch, axis) for k in (-2, -1, 1, 2)])
-    copies.sort(axis=0)
-    return ((copies[1].astype(np.uint16) + copies[2]) // 2).astype(np.uint8)
+    far_back, back, ahead, far_ahead = (shifted_copy(gray, k * pitch, axis) for k in (-2, -1, 1, 2))
+    # Of min/max within each pair, the larger minimum and the smaller maximum
+    # are the middle two of the four: a sorting network, much faster than sort.
+    low = cv2.max(cv2.min(far_back, back), cv2.min(ahead, far_ahead))
+    high = cv2.min(cv2.max(far_back, back), cv2.max(ahead, far_ahead))
+    return ((low.astype(np.uint16) + high) // 2).astype(np.uint8)
 
 
 def outside_reference(gray: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -229,14 +237,15 @@ def outside_reference(gray: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.maximum(above, below)
 
 
-def periodic_difference(gray: np.ndarray, pitches) -> tuple[np.ndarray, np.ndarray]:
-    """(reference image, difference from it), over the periodic axes."""
-    best_reference, best_difference = None, None
+def periodic_difference(gray: np.ndarray, pitches) -> tuple[np.ndarray, np.ndarray, float]:
+    """(reference image, difference from it, robust sigma of gray - reference)."""
+    best_reference, best_difference, sigma = None, None, 0.0
     for axis, pitch in ((1, pitches[0]), (0, pitches[1])):
         if pitch is None:
             continue
         reference = axis_reference(gray, pitch, axis)
         difference = outside_reference(gray, reference)
+        sigma = max(sigma, residual_sigma(gray, reference))
         if best_difference is None:
             best_reference, best_difference = reference, difference
             continue
@@ -244,13 +253,20 @@ def periodic_difference(gray: np.ndarray, pitches) -> tuple[np.ndarray, np.ndarr
         closer = difference < best_difference
         best_reference = np.where(closer, reference, best_reference)
         best_difference = np.minimum(difference, best_difference)
-    return best_reference, best_difference
+    return best_reference, best_difference, sigma
+
+
+def residual_sigma(gray: np.ndarray, reference: np.ndarray) -> float:
+    # Every 4th row is plenty for a median and keeps it cheap.
+    residual = gray[::4].astype(np.int16) - reference[::4].astype(np.int16)
+    centre = np.median(residual)
+    return 1.4826 * float(np.median(np.abs(residual - centre)))
 
 
 def periodic_analysis(gray: np.ndarray, pitches) -> Analysis:
-    reference, difference = periodic_difference(gray, pitches)
+    reference, difference, sigma = periodic_difference(gray, pitches)
     thresholds = choose_thresholds(gray)
-    level = max(PERIODIC_THRESHOLD_FLOOR, thresholds.strong)
+    level = max(PERIODIC_THRESHOLD_FLOOR, thresholds.strong, PERIODIC_NOISE_SIGMAS * sigma)
     mask = (difference >= level).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     disc = cv2.getStructuringElement(
@@ -269,15 +285,22 @@ def periodic_analysis(gray: np.ndarray, pitches) -> Analysis:
 
 
 def strongest_labels(labels, count, stats, difference) -> list[int]:
-    """Up to MAX_PERIODIC_REGIONS labels by peak difference, in label order."""
-    peaks = np.zeros(count, np.int32)
-    np.maximum.at(peaks, labels.ravel(), difference.ravel())
+    """Up to MAX_PERIODIC_REGIONS labels by summed difference, in label order."""
     candidates = [
         label for label in range(1, count) if stats[label, cv2.CC_STAT_AREA] >= MIN_REGION_PIXELS
     ]
+    strength = {
+        label: summed_difference(label, labels, stats[label], difference) for label in candidates
+    }
     # Ties go to the lower label, so the choice is deterministic.
-    candidates.sort(key=lambda label: (-int(peaks[label]), label))
+    candidates.sort(key=lambda label: (-strength[label], label))
     return sorted(candidates[:MAX_PERIODIC_REGIONS])
+
+
+def summed_difference(label, labels, stats, difference) -> int:
+    x, y, width, height = (int(v) for v in stats[:4])
+    box = (slice(y, y + height), slice(x, x + width))
+    return int(difference[box][labels[box] == label].sum(dtype=np.int64))
 
 
 # --- no repeated pattern --------------------------------------------------------

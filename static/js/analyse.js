@@ -7,6 +7,7 @@ import { legend } from "./classes.js";
 import { banner, errorText, health, initPage, modelState } from "./common.js";
 import { $, $$, clear, fmtBytes, fmtDateTime, fmtInt, fmtSeconds, h, icon, plural, resultUrl, reveal, setText, show } from "./dom.js";
 import { classRows, downloadLinks } from "./resultview.js";
+import { traceText, traceValues } from "./trace.js";
 import { Viewer } from "./viewer.js";
 
 const EXTENSIONS = {
@@ -189,11 +190,17 @@ function doneLoading() {
   $("#upload-meter-fill").style.width = "0%";
 }
 
+/** The traceability values filled in on the page go with the upload. */
+function appendTrace(form) {
+  for (const [name, value] of Object.entries(traceValues($("#upload-trace")))) form.append(name, value);
+}
+
 // ---- single image -----------------------------------------------------------
 
 async function runSingle(file) {
   const form = new FormData();
   form.append("image", file, file.name);
+  appendTrace(form);
   loading(`Analysing ${file.name}`, "Uploading…");
   show("batch-result", false);
   const { data } = await upload("/upload", form, {
@@ -214,7 +221,8 @@ function renderSingle(result) {
   setText("single-time", fmtSeconds(result.processing_time_seconds));
   setText("single-size", `${fmtInt(result.image_width)} × ${fmtInt(result.image_height)}`);
   setText("single-when", fmtDateTime(result.timestamp));
-  setText("single-model", `Model: ${result.model || "unknown"} · id ${result.img_unique_id}`);
+  const trace = traceText(result);
+  setText("single-model", `Model: ${result.model || "unknown"} · id ${result.img_unique_id}${trace ? ` · ${trace}` : ""}`);
   $("#single-detail-link").setAttribute("href", resultUrl(result.img_unique_id));
   $("#single-legend").replaceChildren(legend(classRows(result)));
   $("#single-downloads").replaceChildren(...downloadLinks(result.images, result.json_url));
@@ -233,6 +241,7 @@ async function runBatch(files) {
   const form = new FormData();
   for (const file of files) form.append("images", file, file.name);
   form.append("async", "true");
+  appendTrace(form);
   loading(`Sending ${plural(files.length, "file")}`, "Uploading…");
   show("single-result", false);
   const { status, data } = await upload("/upload/batch", form, {

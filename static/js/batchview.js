@@ -4,6 +4,7 @@
 import { get, post } from "./api.js";
 import { banner, errorText } from "./common.js";
 import { appUrl, batchUrl, clear, fmtDateTime, fmtInt, fmtSeconds, h, icon, resultUrl } from "./dom.js";
+import { traceText } from "./trace.js";
 
 const TERMINAL = new Set(["done", "partial", "failed"]);
 const STATE_LABELS = {
@@ -87,6 +88,7 @@ export class BatchMonitor {
     this.times = h("span", { class: "muted small" });
     this.pageLink = h("a", { class: "btn btn-small btn-secondary push-right", hidden: true }, icon("open"), " Batch page");
     const head = h("div", { class: "batch-head" }, h("span", { text: "Batch" }), this.idText, this.statusSlot, this.times, this.pageLink);
+    this.traceLine = h("p", { class: "muted small batch-trace", "data-role": "trace", hidden: true });
 
     this.cards = {
       total: statCard("Images", "image", "secondary"),
@@ -118,7 +120,8 @@ export class BatchMonitor {
     this.retryButton.addEventListener("click", () => this.retry());
     this.zipLink = h("a", { class: "btn btn-success is-disabled", "aria-disabled": "true", "data-role": "zip" }, icon("archive"), " Download all (ZIP)");
     this.historyLink = h("a", { class: "btn btn-light" }, icon("history"), " Show in history");
-    const actions = h("div", { class: "actions" }, this.zipLink, this.retryButton, this.historyLink);
+    this.reviewLink = h("a", { class: "btn btn-light", "data-role": "review" }, icon("check"), " Review unreviewed");
+    const actions = h("div", { class: "actions" }, this.zipLink, this.retryButton, this.historyLink, this.reviewLink);
 
     this.body = h("tbody");
     const table = h(
@@ -140,7 +143,7 @@ export class BatchMonitor {
       ),
       this.body,
     );
-    this.container.append(head, grid, progress, this.pollNote, actions, h("div", { class: "table-wrap" }, table));
+    this.container.append(head, this.traceLine, grid, progress, this.pollNote, actions, h("div", { class: "table-wrap" }, table));
   }
 
   /** Show what is known now (e.g. the 202 answer), then poll until the batch ends. */
@@ -236,7 +239,11 @@ export class BatchMonitor {
     this.retryButton.hidden = !canRetry;
     if (status.batch_id) {
       this.historyLink.setAttribute("href", `${appUrl("/history")}?batch_id=${encodeURIComponent(status.batch_id)}`);
+      this.reviewLink.setAttribute("href", `${appUrl("/history")}?batch_id=${encodeURIComponent(status.batch_id)}&reviewed=false`);
     }
+    const trace = traceText(status);
+    this.traceLine.hidden = !trace;
+    this.traceLine.textContent = trace;
 
     for (const file of status.files || []) this.renderRow(file);
   }

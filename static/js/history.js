@@ -5,8 +5,11 @@ import { classChips } from "./classes.js";
 import { banner, errorText, initPage } from "./common.js";
 import { $, fmtDateTime, fmtInt, h, icon, resultUrl, reveal, setText, show } from "./dom.js";
 import { renderPager } from "./pager.js";
+import { TRACE_NAMES, traceText } from "./trace.js";
 
-const FIELDS = ["start_date", "end_date", "class_name", "batch_id", "sort", "limit"];
+const FIELDS = ["start_date", "end_date", "class_name", "batch_id", ...TRACE_NAMES, "reviewed", "sort", "limit"];
+// The filters a result page's "next unreviewed image" walks (the history it came from).
+const WALK_FIELDS = ["start_date", "end_date", "class_name", "batch_id", ...TRACE_NAMES];
 const DEFAULTS = { sort: "newest", limit: "24" };
 const form = $("#history-filters");
 let loadToken = 0;
@@ -84,11 +87,22 @@ function card(item) {
     classChips(item.defect_classes),
   );
   if (item.batch_id) body.append(h("div", { class: "muted small batch-ref", text: `batch ${item.batch_id}` }));
+  const trace = traceText(item);
+  if (trace) body.append(h("div", { class: "muted small trace-ref", text: trace }));
+  if (item.reviewed_at) thumb.append(h("span", { class: "reviewed-badge", title: `Reviewed by ${item.reviewed_by || "?"}`, text: "Reviewed" }));
   return h(
     "li",
-    { class: "gallery-item", dataset: { imgId: item.img_unique_id, defects: String(defects) } },
-    h("a", { class: "result-card", href: resultUrl(item.img_unique_id), title: `Open ${item.filename || item.img_unique_id}` }, thumb, body),
+    { class: "gallery-item", dataset: { imgId: item.img_unique_id, defects: String(defects), reviewed: String(Boolean(item.reviewed_at)) } },
+    h("a", { class: "result-card", href: resultUrl(item.img_unique_id) + walkQuery(), title: `Open ${item.filename || item.img_unique_id}` }, thumb, body),
   );
+}
+
+function walkQuery() {
+  const current = queryFromUrl();
+  const params = new URLSearchParams();
+  for (const name of WALK_FIELDS) if (current[name]) params.set(name, current[name]);
+  const search = params.toString();
+  return search ? `?${search}` : "";
 }
 
 function render(answer) {
@@ -128,7 +142,7 @@ function init() {
     pushQuery(query);
     load(query);
   });
-  for (const name of ["class_name", "sort", "limit"]) {
+  for (const name of ["class_name", "reviewed", "sort", "limit"]) {
     form.elements[name].addEventListener("change", () => form.requestSubmit());
   }
   window.addEventListener("popstate", () => {

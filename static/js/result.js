@@ -5,6 +5,8 @@ import { CLASSES, classInfo, legend, swatch } from "./classes.js";
 import { banner, confirmDialog, errorText, initPage } from "./common.js";
 import { $, $$, appUrl, batchUrl, fmtDateTime, fmtInt, fmtNum, fmtSeconds, h, reveal, setText, show } from "./dom.js";
 import { downloadLinks } from "./resultview.js";
+import { ReviewMode } from "./review.js";
+import { dispositionChip, traceList } from "./trace.js";
 import { Viewer } from "./viewer.js";
 
 const page = $("#result-page");
@@ -28,6 +30,7 @@ const SORTERS = {
   perimeter: (row) => row.perimeter,
   circularity: (row) => row.circularity,
   aspect_ratio: (row) => row.aspect_ratio,
+  disposition: (row) => ["unreviewed", "true_defect", "nuisance", "false_call"].indexOf(row.review.disposition),
 };
 
 async function load() {
@@ -54,6 +57,7 @@ async function load() {
   show("result-body", true);
   renderImage(image);
   renderRegions(regions);
+  review.start(image);
   page.dataset.state = "ready";
 }
 
@@ -72,6 +76,8 @@ function renderImage(image) {
     batchLine.hidden = false;
   }
   $("#r-legend").replaceChildren(legend(image.classes || []));
+  const trace = traceList(image);
+  if (trace) $("#r-trace").replaceChildren(trace);
   $("#r-downloads").replaceChildren(...downloadLinks(image.images, image.json_url));
   viewer.setSources(
     image.images || {},
@@ -87,6 +93,8 @@ function renderRegions(answer) {
   table.rows = (answer.classes || []).flatMap((cls) =>
     (cls.regions || []).map((region) => ({
       key: `${cls.class_name}-${region.region_id}`,
+      id: region.region_unique_id,
+      review: region.review || { disposition: "unreviewed" },
       class_name: cls.class_name,
       region_id: region.region_id,
       cx: region.centroid.x,
@@ -128,6 +136,7 @@ function drawRows() {
   for (const th of $$("#regions-table th[data-sort]")) {
     th.setAttribute("aria-sort", th.dataset.sort === table.sortKey ? (table.sortDir > 0 ? "ascending" : "descending") : "none");
   }
+  table.visible = rows;
   const body = $("#regions-body");
   const fragment = document.createDocumentFragment();
   for (const row of rows) fragment.append(rowElement(row));
@@ -144,7 +153,13 @@ function rowElement(row) {
       tabindex: "0",
       class: table.selected === row.key ? "is-selected" : "",
       "aria-selected": String(table.selected === row.key),
-      dataset: { region: row.key, className: row.class_name, regionId: String(row.region_id) },
+      dataset: {
+        region: row.key,
+        className: row.class_name,
+        regionId: String(row.region_id),
+        regionUniqueId: row.id,
+        disposition: row.review.disposition,
+      },
     },
     h("td", {}, swatch(row.class_name), ` ${row.class_name}`),
     h("td", { class: "num", text: String(row.region_id) }),
@@ -154,6 +169,7 @@ function rowElement(row) {
     h("td", { class: "num", text: fmtNum(row.perimeter, 2) }),
     h("td", { class: "num", text: fmtNum(row.circularity, 3) }),
     h("td", { class: "num", text: fmtNum(row.aspect_ratio, 2) }),
+    h("td", {}, dispositionChip(row.review.disposition), row.review.reviewer_class_name ? ` → ${row.review.reviewer_class_name}` : ""),
   );
   tr.addEventListener("click", () => select(row, tr));
   tr.addEventListener("keydown", (event) => {
@@ -174,6 +190,7 @@ function rowElement(row) {
 
 function select(row, tr) {
   table.selected = row.key;
+  review.follow(row);
   for (const other of $$("#regions-body tr.is-selected")) {
     other.classList.remove("is-selected");
     other.setAttribute("aria-selected", "false");
@@ -187,6 +204,24 @@ function select(row, tr) {
     reveal(stage, "center");
   }
 }
+
+/** Select a row by its data, finding its table row (review mode walks the rows). */
+function selectRow(row) {
+  const tr = $(`#regions-body tr[data-region-unique-id="${CSS.escape(row.id)}"]`);
+  if (tr) {
+    select(row, tr);
+    tr.scrollIntoView({ block: "nearest" });
+  }
+}
+
+const review = new ReviewMode({
+  imgId,
+  rows: () => table.visible || [],
+  allRows: () => table.rows,
+  select: selectRow,
+  redraw: drawRows,
+  showOverlay: () => viewer.show("overlay"),
+});
 
 // ---- delete ---------------------------------------------------------------------
 
