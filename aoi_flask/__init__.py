@@ -78,7 +78,8 @@ def register_services(app):
         breaker_threshold=config["MODEL_BREAKER_THRESHOLD"],
         breaker_cooldown=config["MODEL_BREAKER_COOLDOWN"],
     )
-    gate = ModelGate(config["MODEL_MAX_CONCURRENCY"], config["RETRY_AFTER_SECONDS"])
+    distributed = bool(config["BROKER_URL"])
+    gate = model_gate(config)
     limits = Limits(
         max_upload_bytes=config["MAX_UPLOAD_MB"] * MB,
         max_pixels=config["MAX_IMAGE_PIXELS"],
@@ -87,13 +88,35 @@ def register_services(app):
         max_model_body_bytes=config["MODEL_MAX_BODY_MB"] * MB,
     )
     results = ResultsService(storage, client, gate, limits)
+    if distributed:
+        from .tasks import CeleryBatches, celery_init_app
+
+        batches = CeleryBatches(app, celery_init_app(app))
+    else:
+        batches = BatchRunner(app, results, config["BATCH_WORKERS"])
     app.extensions["aoi"] = SimpleNamespace(
         storage=storage,
         client=client,
         gate=gate,
         results=results,
-        batches=BatchRunner(app, results, config["BATCH_WORKERS"]),
+        batches=batches,
+        distributed=distributed,
     )
+
+
+def model_gate(config):
+    """Embedded: a cap per process. With a broker or a Redis URL: one cap for every
+    process of the cluster (the same AOI_MODEL_MAX_CONCURRENCY everywhere)."""
+    limit, retry_after = config["MODEL_MAX_CONCURRENCY"], config["RETRY_AFTER_SECONDS"]
+    redis_url = config["REDIS_URL"] or config["BROKER_URL"]
+    if not redis_url:
+        return ModelGate(limit, retry_after)
+    from .services.slots import ClusterGate, ClusterSemaphore
+
+    semaphore = ClusterSemaphore(
+        redis_url, limit, lease_seconds=config["SLOT_LEASE_SECONDS"], prefix=config["REDIS_PREFIX"]
+    )
+    return ClusterGate(semaphore, retry_after)
 
 
 def register_blueprints(app):

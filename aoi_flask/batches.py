@@ -33,7 +33,8 @@ def dump_progress(progress):
 
 def dump_batch(batch):
     """One batch with per-file rows (state, error, stored image)."""
-    storage = services().storage
+    svc = services()
+    storage = svc.storage
     progress = batch_service.progress_from_items(batch)
     images = batch_service.images_of(
         [item.img_unique_id for item in batch.items if item.state == "done"]
@@ -52,6 +53,7 @@ def dump_batch(batch):
         "total_processing_time": round(sum(times), 4),
         "elapsed_seconds": max(0.0, (end - batch.created_at).total_seconds()),
         **{name: getattr(batch, name) for name in TRACE_FIELDS},
+        "cluster": batch_service.cluster_status(svc.gate, svc.batches, svc.distributed),
         "files": files,
     }
 

@@ -58,12 +58,24 @@ class Config:
     MODEL_BREAKER_THRESHOLD = env_int("AOI_MODEL_BREAKER_THRESHOLD", 3)
     MODEL_BREAKER_COOLDOWN = env_float("AOI_MODEL_BREAKER_COOLDOWN", 15.0)
 
-    # Distributed mode (issue #14, not wired yet): empty = embedded in-process pool.
+    # Distributed mode: empty = embedded (in-process pool). Set, batch items are Celery
+    # tasks on this Redis broker and AOI_MODEL_MAX_CONCURRENCY holds for the whole cluster.
     BROKER_URL = env_str("AOI_BROKER_URL", "")
+    # The cluster's model-slot semaphore; empty = the broker's Redis.
     REDIS_URL = env_str("AOI_REDIS_URL", "")
+    # Every Redis key of the agent (queue, unacked messages, slots) starts with this.
     REDIS_PREFIX = env_str("AOI_REDIS_PREFIX", "aoi:")
-    # A slot held by a dead process frees itself after this; above the model read timeout.
-    SLOT_LEASE_SECONDS = env_float("AOI_SLOT_LEASE_SECONDS", 180.0)
+    # A slot's lease; its holder renews it every third of this while the call runs,
+    # so a slot of a dead process frees itself within this many seconds.
+    SLOT_LEASE_SECONDS = env_float("AOI_SLOT_LEASE_SECONDS", 30.0)
+    # How long a claimed batch item belongs to its worker; after that another may
+    # take it over. 0 = derived: slot wait + the longest model call + 60 s.
+    ITEM_LEASE_SECONDS = env_float("AOI_ITEM_LEASE_SECONDS", 0)
+    # An unacknowledged task goes back to the queue after this (its worker died);
+    # 0 = derived: the item lease + 60 s (always above the model's read timeout).
+    BROKER_VISIBILITY_TIMEOUT = env_float("AOI_BROKER_VISIBILITY_TIMEOUT", 0)
+    # How often a worker looks for tasks whose visibility timeout has run out.
+    BROKER_RESTORE_INTERVAL = env_float("AOI_BROKER_RESTORE_INTERVAL", 10.0)
 
     # A little above the model cap, so the cap stays saturated while results are stored.
     BATCH_WORKERS = env_int("AOI_BATCH_WORKERS", 6)

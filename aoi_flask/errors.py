@@ -272,6 +272,13 @@ CATALOGUE = {
         "All model slots busy",
         {"limit": 4},
     ),
+    "REDIS_UNAVAILABLE": ErrorEntry(
+        503,
+        "The cluster's model-slot store (Redis) is not reachable ({reason}); nothing was "
+        "stored. Try again in a moment; if it persists, check Redis (AOI_REDIS_URL, /health).",
+        "Distributed mode: Redis is down",
+        {"reason": "Error 111 connecting to 127.0.0.1:6379. Connection refused."},
+    ),
     "DATABASE_UNAVAILABLE": ErrorEntry(503, f"{DB_DOWN}. {CHECK_DB}", "The database is down"),
     "DATABASE_LOST_WRITE": ErrorEntry(
         503,
@@ -409,9 +416,10 @@ ERROR_RESPONSES = {
     ),
     "Unavailable": ErrorAnswer(
         "The model service is unreachable or has no model loaded, every model slot is busy, "
-        "or the database is down; nothing was stored. Try again after Retry-After seconds.",
+        "the database (or, in distributed mode, Redis) is down; nothing was stored. Try again "
+        "after Retry-After seconds.",
         ("MODEL_UNAVAILABLE", "MODEL_BREAKER_OPEN", "MODEL_NOT_LOADED", "MODEL_BUSY")
-        + ("DATABASE_LOST_WRITE",),
+        + ("DATABASE_LOST_WRITE", "REDIS_UNAVAILABLE"),
         RETRY,
     ),
     "DatabaseUnavailable": ErrorAnswer(

@@ -203,6 +203,7 @@ def batch_examples(image):
                     "total_processing_time": time,
                     "elapsed_seconds": 1.0,
                     **{name: getattr(image, name) for name in TRACE_FIELDS},
+                    "cluster": cluster_example(),
                     "files": files,
                 },
             ),
@@ -377,6 +378,18 @@ def review_examples(image):
     }
 
 
+def cluster_example():
+    """`cluster` of /health and GET /batches/{id}: distributed mode under load."""
+    return {
+        "mode": "distributed",
+        "reachable": True,
+        "model_slots": 4,
+        "model_slots_in_use": 4,
+        "queue_depth": 37,
+        "taken_by_workers": 12,
+    }
+
+
 def health_example(status):
     service = sample_service()
     breaker = {
@@ -433,6 +446,7 @@ def health_example(status):
         "database": database,
         "model_service": model,
         "storage": {"writable": True, "free_bytes": 84192153600},
+        "cluster": cluster_example(),
     }
     return dump(schemas.HealthSchema, body)
 

@@ -714,6 +714,28 @@ class BatchProgressSchema(BatchLinksSchema):
     )
 
 
+class ClusterSchema(Answer):
+    class Meta:
+        description = "Model slots and batch queue of the whole cluster"
+
+    mode = fields.String(
+        validate=one_of(("embedded", "distributed")),
+        metadata=doc(
+            "embedded (one process, in-process pool) or distributed (Celery workers, "
+            "AOI_BROKER_URL)"
+        ),
+    )
+    reachable = fields.Boolean(metadata=doc("Redis answered (always true when embedded)"))
+    model_slots = fields.Integer(
+        validate=validate.Range(min=1),
+        metadata=doc("AOI_MODEL_MAX_CONCURRENCY: the cap for all processes"),
+    )
+    model_slots_in_use = count("Model calls running now, all processes", allow_none=True)
+    queue_depth = count("Batch files waiting for a worker", allow_none=True)
+    taken_by_workers = count("Batch files taken by workers, not finished", allow_none=True)
+    error = fields.String(metadata=doc("Why Redis did not answer", optional=True))
+
+
 class BatchSchema(BatchProgressSchema):
     class Meta:
         description = "One batch: progress, counts and per-file state"
@@ -727,6 +749,7 @@ class BatchSchema(BatchProgressSchema):
     recipe = trace_output("recipe")
     layer = trace_output("layer")
     operator = trace_output("operator")
+    cluster = fields.Nested(ClusterSchema)
     files = rows(BatchFileSchema)
 
 
@@ -1430,7 +1453,9 @@ class StorageHealthSchema(Answer):
 class HealthSchema(Answer):
     status = fields.String(
         validate=one_of(("ok", "degraded", "down")),
-        metadata=doc("ok, degraded (model service or storage) or down (database)"),
+        metadata=doc(
+            "ok, degraded (model service, storage, or Redis in distributed mode) or down (database)"
+        ),
     )
     service = fields.String(validate=one_of(("aoi-inference-agent",)))
     uptime_seconds = fields.Float(validate=validate.Range(min=0))
@@ -1438,3 +1463,4 @@ class HealthSchema(Answer):
     database = fields.Nested(DatabaseHealthSchema)
     model_service = fields.Nested(ModelServiceHealthSchema)
     storage = fields.Nested(StorageHealthSchema)
+    cluster = fields.Nested(ClusterSchema)

@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from .extensions import db, services
+from .services.batches import cluster_status
 
 bp = Blueprint("system", __name__)
 STARTED = time.monotonic()
@@ -55,15 +56,22 @@ def storage_health():
     return {"writable": storage.writable(), "free_bytes": free}
 
 
+def cluster():
+    svc = services()
+    return cluster_status(svc.gate, svc.batches, svc.distributed)
+
+
 @bp.get("/health")
 def health():
     """Health of the agent, its database, the model service and storage.
 
     Open even when API keys are configured, for monitoring. `status` is `ok`,
-    `degraded` (the model service is down or has no model loaded, or storage is
-    not writable: still 200, and queries keep working) or `down` (the database
-    cannot be reached: 503). `model_service.simulator` is true when the agent
-    talks to the bundled simulator instead of the real model.
+    `degraded` (the model service is down or has no model loaded, storage is not
+    writable, or in distributed mode Redis cannot be reached: still 200, and
+    queries keep working) or `down` (the database cannot be reached: 503).
+    `model_service.simulator` is true when the agent talks to the bundled
+    simulator instead of the real model. `cluster` shows the model slots in use
+    across all processes and the queue depth.
     ---
     tags: [system]
     operationId: health
@@ -88,9 +96,12 @@ def health():
     database = database_health()
     model = model_service_health()
     storage = storage_health()
+    slots = cluster()
     if not database["reachable"]:
         status = "down"
-    elif not (model["reachable"] and model["model_loaded"] and storage["writable"]):
+    elif not (
+        model["reachable"] and model["model_loaded"] and storage["writable"] and slots["reachable"]
+    ):
         status = "degraded"
     else:
         status = "ok"
@@ -106,5 +117,6 @@ def health():
         "database": database,
         "model_service": model,
         "storage": storage,
+        "cluster": slots,
     }
     return jsonify(body), 503 if status == "down" else 200

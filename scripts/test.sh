@@ -7,6 +7,9 @@
 #
 #   AOI_TEST_MYSQL_URL  the MariaDB/MySQL database to test against
 #                       (default mysql+pymysql://root@127.0.0.1:3306/aoi_test?charset=utf8mb4)
+#   AOI_TEST_REDIS_URL  the Redis database of the distributed-mode tests
+#                       (default redis://127.0.0.1:6379/15; keys under AOI_TEST_REDIS_PREFIX,
+#                       default aoi-test:, deleted after each test)
 #   AOI_VENV            the virtual environment to use (default .venv)
 #   extra arguments are passed to pytest, e.g. scripts/test.sh -k upload
 set -euo pipefail
@@ -15,6 +18,9 @@ cd "$(dirname "$0")/.."
 VENV=${AOI_VENV:-.venv}
 PYTHON=$VENV/bin/python
 MYSQL_URL=${AOI_TEST_MYSQL_URL:-mysql+pymysql://root@127.0.0.1:3306/aoi_test?charset=utf8mb4}
+export AOI_TEST_REDIS_URL=${AOI_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
+# Here Redis is there (ensure_redis): its tests fail instead of skipping when it is not.
+export AOI_TEST_REQUIRE_REDIS=1
 REPORTS=test-reports
 
 log() { printf '\n==> %s\n' "$*"; }

@@ -24,6 +24,11 @@ MIGRATIONS = Path(__file__).parent.parent / "migrations"
 DATABASE_URL = os.environ.get("AOI_TEST_DATABASE_URL", "")
 ON_MYSQL = DATABASE_URL.startswith("mysql")
 MODEL_URL = "http://127.0.0.1:18080"
+# Distributed-mode tests: their own Redis database and key prefix, cleaned up after.
+REDIS_URL = os.environ.get("AOI_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_PREFIX = os.environ.get("AOI_TEST_REDIS_PREFIX", "aoi-test:")
+# scripts/test.sh sets it: there, a missing Redis fails the Redis tests instead of skipping them.
+REQUIRE_REDIS = os.environ.get("AOI_TEST_REQUIRE_REDIS") == "1"
 TABLES = (
     "review_log",
     "region_reviews",
@@ -128,6 +133,28 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def redis_prefix():
+    """A Redis key prefix of this test alone (REDIS_URL); its keys are deleted after."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if REQUIRE_REDIS:
+            pytest.fail(f"no Redis at {REDIS_URL}: {exc}")
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    prefix = f"{REDIS_PREFIX}{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 # ---- the recorded model answer ---------------------------------------------------

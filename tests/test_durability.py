@@ -190,7 +190,7 @@ def test_png_size_refuses_data_shorter_than_ihdr_says():
 # Runs uploads in a child process that kills itself with SIGKILL at one step (the
 # same as being killed there). Each 201 is printed as it is acknowledged.
 CHILD = r"""
-import json, os, signal, sys
+import itertools, json, os, signal, sys
 settings = json.loads(sys.argv[1])
 sys.path.insert(0, settings["tests"])
 import requests_mock
@@ -222,11 +222,12 @@ step = settings["step"]
 if step == "input_saved":
     results.ResultsService.process = die
 elif step == "mid_write":
-    real_fdopen, opened = os.fdopen, []
+    real_fdopen, opened = os.fdopen, itertools.count(1)
     def fdopen(fd, *args, **kwargs):
-        opened.append(fd)
         handle = real_fdopen(fd, *args, **kwargs)
-        return HalfWriter(handle) if len(opened) == 4 else handle  # input, combined, mask, overlay
+        # Result files open in writer threads: next() is atomic, so exactly one gets
+        # number 4 (input, combined, mask, overlay); len() of a list could skip it.
+        return HalfWriter(handle) if next(opened) == 4 else handle
     storage.os.fdopen = fdopen
 elif step == "before_rename":
     storage.os.replace = lambda *a: die() if "/results/" in str(a[1]) else os.rename(*a)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -899,3 +900,27 @@ def test_command_line_serves_with_waitress():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_calls_endpoint_counts_concurrent_model_calls():
+    sim = create_simulator_app(SimulatorOptions(latency=0.3))
+    image = tiny_png()
+
+    def call(_):
+        return post_image(sim.test_client(), image).status_code
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(call, range(3))) == [200, 200, 200]
+    client = sim.test_client()
+    assert client.get("/_simulator/calls").get_json()["calls"] == {
+        "active": 0,
+        "max_active": 3,
+        "total": 3,
+    }
+    assert client.delete("/_simulator/calls").get_json()["calls"]["total"] == 0
+    post_image(client, image)
+    assert client.get("/_simulator/calls").get_json()["calls"] == {
+        "active": 0,
+        "max_active": 1,
+        "total": 1,
+    }

@@ -9,9 +9,9 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from ..errors import ApiError, NotFound
 from ..extensions import db
@@ -35,6 +35,7 @@ class BatchRunner:
         self.results = results
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="aoi-batch")
         self._pending = set()
+        self._running = 0
         self._lock = threading.Lock()
 
     def submit(self, item_ids):
@@ -59,7 +60,21 @@ class BatchRunner:
     def shutdown(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def queue_depth(self):
+        """Items waiting in this process's pool, and items being run."""
+        with self._lock:
+            return max(0, len(self._pending) - self._running), self._running
+
     def _run(self, item_id):
+        with self._lock:
+            self._running += 1
+        try:
+            return self._run_item(item_id)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _run_item(self, item_id):
         with self.app.app_context():
             try:
                 return run_item(self.results, item_id)
@@ -145,35 +160,88 @@ def queued_item_ids(batch_id):
 # ---- working -------------------------------------------------------------------------
 
 
-def run_item(results, item_id):
-    """Analyse one queued item; returns its final state."""
-    # Claim it atomically: only one worker (or process) ever runs an item.
+def run_item(results, item_id, *, lease=None, slot_wait=None):
+    """Analyse one queued item; returns its final state. With `lease` (distributed
+    mode) an item whose claim is older than `lease` seconds is taken over: its
+    worker died. With `slot_wait`, an item that finds no model slot within it goes
+    back to the queue and "busy" is returned."""
+    attempt = claim_item(item_id, lease)
+    if attempt is None:
+        return db.session.scalar(select(BatchItem.state).where(BatchItem.id == item_id))
+    return work_item(results, item_id, attempt, slot_wait)
+
+
+def claim_item(item_id, lease=None):
+    """Claim an item atomically (only one worker or process ever runs it); returns
+    the claim's attempt number, or None when it is not claimable."""
+    now = utc_now()
+    claimable = BatchItem.state == "queued"
+    if lease is not None:
+        stale = now - timedelta(seconds=lease)
+        claimable = or_(
+            claimable, and_(BatchItem.state == "processing", BatchItem.started_at < stale)
+        )
     claimed = db.session.execute(
         update(BatchItem)
-        .where(BatchItem.id == item_id, BatchItem.state == "queued")
-        .values(state="processing", started_at=utc_now(), attempts=BatchItem.attempts + 1)
+        .where(BatchItem.id == item_id, claimable)
+        .values(state="processing", started_at=now, attempts=BatchItem.attempts + 1)
         .execution_options(synchronize_session=False)
     ).rowcount
     commit_or_raise()
+    if not claimed:
+        return None
+    return db.session.scalar(select(BatchItem.attempts).where(BatchItem.id == item_id))
+
+
+def work_item(results, item_id, attempt, slot_wait=None):
+    """Run a claimed item. Its outcome is written only while the claim is still
+    this attempt's, so a worker that lost its item never overwrites the new owner."""
     item = db.session.get(BatchItem, item_id)
-    if item is None or not claimed:
-        return item.state if item else None
+    if attempt > 1:
+        # An earlier run may have stored the image and died before marking the item.
+        if item.img_unique_id and db.session.get(Image, item.img_unique_id) is not None:
+            return finish_item(item_id, attempt, "done")
+        clear_result_dir(results.storage, item.result_dir)
     accepted = Accepted(item.img_unique_id, item.result_dir, item.input_path, item.filename)
     try:
         data = results.storage.path(item.input_path).read_bytes()
-        results.process(accepted, data, batch_id=item.batch_id, trace=trace_of(item.batch))
+        results.process(
+            accepted, data, batch_id=item.batch_id, wait=slot_wait, trace=trace_of(item.batch)
+        )
     except ApiError as error:
         db.session.rollback()
-        mark_failed(item, error.code, error.message, utc_now())
+        if slot_wait is not None and error.code == "MODEL_BUSY":
+            # Never ran: the claim is given back, so `attempts` counts real runs only.
+            finish_item(item_id, attempt, "queued", finished=False, attempts=attempt - 1)
+            return "busy"
+        return finish_item(item_id, attempt, "failed", error.code, error.message)
     except (OSError, FileNotFoundError) as error:
         db.session.rollback()
-        mark_failed(item, "INPUT_MISSING", f"The saved input could not be read: {error}", utc_now())
-    else:
-        item.state = "done"
-        item.error_code = item.error_message = None
-        item.finished_at = utc_now()
+        message = f"The saved input could not be read: {error}"
+        return finish_item(item_id, attempt, "failed", "INPUT_MISSING", message)
+    return finish_item(item_id, attempt, "done")
+
+
+def finish_item(item_id, attempt, state, code=None, message=None, *, finished=True, **values):
+    db.session.execute(
+        update(BatchItem)
+        .where(
+            BatchItem.id == item_id,
+            BatchItem.attempts == attempt,
+            BatchItem.state == "processing",
+        )
+        .values(
+            state=state,
+            error_code=code,
+            error_message=message,
+            finished_at=utc_now() if finished else None,
+            **values,
+        )
+        .execution_options(synchronize_session=False)
+    )
     commit_or_raise()
-    return item.state
+    db.session.expire_all()
+    return db.session.scalar(select(BatchItem.state).where(BatchItem.id == item_id))
 
 
 @dataclass
@@ -262,13 +330,16 @@ def is_retryable(storage, item):
         return False
 
 
-def settle_item(results, item_id):
+def settle_item(results, item_id, attempt=None):
     """Finish an item whose worker lost the database: run it if its start never
     reached the database; if it was processing, it is done when its image row
-    exists, else failed and retryable (its partial result files removed)."""
+    exists, else failed and retryable (its partial result files removed). With
+    `attempt`, only while that claim still owns the item."""
     item = db.session.get(BatchItem, item_id)
     if item is None:
         return None
+    if attempt is not None and item.attempts != attempt:
+        return item.state  # it went back to the queue or to another worker
     if item.state == "queued":
         return run_item(results, item_id)
     if item.state == "processing":
@@ -329,11 +400,31 @@ def recover_unfinished(storage=None):
     return [item.id for item in stale if item.state == "queued"]
 
 
+def orphaned_item_ids(lease):
+    """Distributed mode: items that may have lost their task: queued ones (their
+    message may never have reached the broker) and ones claimed longer than `lease`
+    seconds ago. Nothing is reset: whoever claims them first runs them, once."""
+    stale = utc_now() - timedelta(seconds=lease)
+    return db.session.scalars(
+        select(BatchItem.id)
+        .where(
+            or_(
+                BatchItem.state == "queued",
+                and_(BatchItem.state == "processing", BatchItem.started_at < stale),
+            )
+        )
+        .order_by(BatchItem.id)
+    ).all()
+
+
 def resume_unfinished(app):
     """Start-up hook of run.py and wsgi.py: requeue and resubmit what a previous
-    process left unfinished. Not in the factory (tests build many apps), and only
-    for one agent process per database (a second one would resume the first's work)."""
+    process left unfinished. Not in the factory (tests build many apps). Embedded,
+    only for one agent process per database (a second one would resume the first's
+    work); distributed mode resumes by claims instead (tasks.CeleryBatches.resume)."""
     svc = app.extensions["aoi"]
+    if hasattr(svc.batches, "resume"):
+        return svc.batches.resume()
     with app.app_context():
         try:
             item_ids = recover_unfinished(svc.storage)
@@ -345,6 +436,41 @@ def resume_unfinished(app):
         log.info("resuming %d unfinished batch item(s)", len(item_ids))
         svc.batches.submit(item_ids)
     return item_ids
+
+
+def unfinished_among(item_ids):
+    """How many of these items are still queued or processing."""
+    return db.session.scalar(
+        select(func.count()).where(
+            BatchItem.id.in_(list(item_ids)), BatchItem.state.in_(("queued", "processing"))
+        )
+    )
+
+
+def cluster_status(gate, runner, distributed):
+    """`cluster` of /health and GET /batches/{id}: the model slots in use across
+    every process, the messages waiting and the tasks taken by workers
+    (embedded: this process's pool)."""
+    status = {"mode": "distributed" if distributed else "embedded", "model_slots": gate.limit}
+    try:
+        in_use = gate.in_use()
+        waiting, running = runner.queue_depth()
+    except Exception as exc:  # any Redis error means "not reachable"
+        return {
+            **status,
+            "reachable": False,
+            "model_slots_in_use": None,
+            "queue_depth": None,
+            "taken_by_workers": None,
+            "error": str(exc)[:300],
+        }
+    return {
+        **status,
+        "reachable": True,
+        "model_slots_in_use": in_use,
+        "queue_depth": waiting,
+        "taken_by_workers": running,
+    }
 
 
 # ---- reading -----------------------------------------------------------------------------

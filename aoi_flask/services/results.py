@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class ModelGate:
-    """One process-wide cap on concurrent model calls, shared by every caller."""
+    """One process-wide cap on concurrent model calls, shared by every caller.
+    (Distributed mode replaces it by services.slots.ClusterGate: one cap for all.)"""
 
     def __init__(self, limit, retry_after):
         self.limit = limit
@@ -39,25 +40,38 @@ class ModelGate:
     def __call__(self, wait=None):
         return _GateSlot(self, wait)
 
+    def acquire(self, wait):
+        """A slot token, or None when none was free within `wait` seconds."""
+        return True if self._semaphore.acquire(timeout=wait) else None
+
+    def release(self, token):
+        self._semaphore.release()
+
+    def in_use(self):
+        return self.active
+
+    def busy_error(self):
+        return ServiceUnavailable.of(
+            "MODEL_BUSY", limit=self.limit, headers={"Retry-After": self.retry_after}
+        )
+
 
 class _GateSlot:
     def __init__(self, gate, wait):
         self.gate, self.wait = gate, wait
+        self.token = None
 
     def __enter__(self):
-        if not self.gate._semaphore.acquire(timeout=self.wait):
-            raise ServiceUnavailable.of(
-                "MODEL_BUSY",
-                limit=self.gate.limit,
-                headers={"Retry-After": self.gate.retry_after},
-            )
+        self.token = self.gate.acquire(self.wait)
+        if self.token is None:
+            raise self.gate.busy_error()
         with self.gate._lock:
             self.gate.active += 1
 
     def __exit__(self, *exc):
         with self.gate._lock:
             self.gate.active -= 1
-        self.gate._semaphore.release()
+        self.gate.release(self.token)
 
 
 @dataclass

@@ -270,7 +270,8 @@ def upload():
         return early
     call = model_call(upload_file.read(), stored_name(upload_file.filename), started)
     try:
-        answer = run_model(call)
+        with state().calls:
+            answer = run_model(call)
     except (UnreadableImage, OSError):
         # OSError: a same-named call of the same second removed the file.
         return error(500, messages.UNREADABLE_IMAGE)
@@ -302,7 +303,8 @@ def batch_item(index: int, upload_file: FileStorage, output_dir: str) -> dict:
     if problem:
         return failed_item(index, filename, problem)
     try:
-        answer = run_model(model_call(upload_file.read(), filename, time.perf_counter()))
+        with state().calls:
+            answer = run_model(model_call(upload_file.read(), filename, time.perf_counter()))
     except (UnreadableImage, OSError):
         return failed_item(index, filename, messages.UNREADABLE_IMAGE)
     item = {"filename": filename, "success": True, "file_index": index}
@@ -365,6 +367,14 @@ def docs():
 @routes.get("/apispec.json")
 def apispec():
     return jsonify(api_spec())
+
+
+@routes.route("/_simulator/calls", methods=["GET", "DELETE"])
+def simulator_calls():
+    counter = state().calls
+    if request.method == "DELETE":
+        counter.reset()
+    return jsonify(success=True, simulator=True, calls=counter.snapshot())
 
 
 @routes.route("/_simulator/config", methods=["GET", "POST"])

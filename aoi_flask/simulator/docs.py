@@ -25,6 +25,12 @@ ENDPOINTS = (
         "/_simulator/config",
         "Simulator only: change latency/failure options (JSON)",
     ),
+    (
+        "get",
+        "/_simulator/calls",
+        "Simulator only: model calls running now, the most at once, and in all",
+    ),
+    ("delete", "/_simulator/calls", "Simulator only: reset the call counters"),
 )
 
 _ROWS = "\n".join(

@@ -25,6 +25,33 @@ MODELS = {
 DEFAULT_MODEL = "segformer"
 
 
+class CallCounter:
+    """Model calls in flight, the most seen at once, and the total: what a test of
+    a concurrency cap reads (GET /_simulator/calls)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = self.peak = self.total = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.active += 1
+            self.total += 1
+            self.peak = max(self.peak, self.active)
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"active": self.active, "max_active": self.peak, "total": self.total}
+
+    def reset(self) -> None:
+        with self._lock:
+            self.peak, self.total = self.active, 0
+
+
 class SimulatorState:
     """Options, current model, failure RNG and the results folder of one app."""
 
@@ -32,6 +59,7 @@ class SimulatorState:
         self.options = options
         self.current_model = DEFAULT_MODEL
         self.failures = FailurePicker()
+        self.calls = CallCounter()
         self.stopping = threading.Event()
         self._work_dir: Path | None = None
         self._results_lock = threading.Lock()

@@ -1,0 +1,253 @@
+"""Distributed mode (AOI_BROKER_URL): batch items are Celery tasks on a Redis broker.
+
+    celery -A aoi_flask.tasks worker --pool threads --concurrency 6
+
+Web processes accept, save inputs and enqueue; any number of workers, on any host
+that shares the database and the storage root, run the items. `batch_items` stays
+the source of truth: a task claims its item with a conditional UPDATE, so a done
+item is never redone and two deliveries of one message never both run it. A task
+is acknowledged only when it finished (acks_late, reject_on_worker_lost), so the
+item of a worker killed mid-run is delivered again once the broker's visibility
+timeout has passed; the new claim takes it over because the old claim is older
+than the item lease. The Flask integration follows Flask's "Background Tasks with
+Celery" pattern (celery_init_app, a Task class that runs in an app context).
+"""
+
+import logging
+import time
+
+import redis
+from celery import Celery, Task, shared_task
+from celery.signals import worker_ready
+from flask import current_app
+
+from .extensions import db, services
+from .services import batches as batch_service
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "aoi.run_batch_item"
+QUEUE = "batch-items"
+# A task whose database went away settles its item for about two minutes
+# (waits of 0.5, 1, 2, 4, 5, 5 … seconds), like the embedded pool.
+SETTLE_ATTEMPTS = batch_service.SETTLE_ATTEMPTS
+# Only one process at a time scans for orphaned items after a start.
+RESUME_LOCK_SECONDS = 60
+
+
+def celery_init_app(app):
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(celery_settings(app.config))
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+def celery_settings(config):
+    return {
+        "broker_url": config["BROKER_URL"],
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout(config),
+            "global_keyprefix": config["REDIS_PREFIX"],
+            "unacked_restore_interval": config["BROKER_RESTORE_INTERVAL"],
+            # Scan on every sweep: the interval alone says how soon a dead
+            # worker's message comes back (after its visibility timeout).
+            "unacked_restore_throttle": 1,
+        },
+        "task_default_queue": QUEUE,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # One message per worker thread at a time: a worker never sits on a queue
+        # of reserved items that others could run.
+        "worker_prefetch_multiplier": 1,
+        # The agent's own log handler (aoi_flask.logs) stays in charge: it writes to
+        # stderr, which must not be redirected back into logging.
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+    }
+
+
+def longest_model_call(config):
+    attempts = config["MODEL_RETRIES"] + 1
+    wire = (config["MODEL_CONNECT_TIMEOUT"] + config["MODEL_READ_TIMEOUT"]) * attempts
+    return wire + config["MODEL_RETRY_BACKOFF"] * (2**attempts)
+
+
+def item_lease(config):
+    """Seconds a claimed item belongs to its worker: longer than any one run."""
+    configured = config["ITEM_LEASE_SECONDS"]
+    return configured or config["MODEL_GATE_WAIT"] + longest_model_call(config) + 60.0
+
+
+def visibility_timeout(config):
+    """Above the item lease, so a redelivered message finds its old claim stale."""
+    configured = config["BROKER_VISIBILITY_TIMEOUT"]
+    return configured or item_lease(config) + 60.0
+
+
+def redis_client(url):
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+
+
+# ---- the task ----------------------------------------------------------------------
+
+
+def retry_wait(retries):
+    return min(0.5 * 2**retries, 5.0)
+
+
+@shared_task(
+    bind=True,
+    name=TASK_NAME,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    max_retries=None,
+)
+def run_batch_item(self, item_id, settle_attempt=None):
+    """Claim and run one batch item; returns its state (None: not claimable)."""
+    config = current_app.config
+    results = services().results
+    if settle_attempt is not None:
+        return settle(self, results, item_id, settle_attempt)
+    try:
+        attempt = batch_service.claim_item(item_id, item_lease(config))
+    except Exception as exc:  # nothing claimed: the database did not answer
+        db.session.rollback()
+        log.warning("batch item %s: cannot claim it yet (%s)", item_id, exc)
+        raise self.retry(countdown=retry_wait(self.request.retries)) from None
+    if attempt is None:
+        return None  # done, failed, or running elsewhere (a duplicate message)
+    try:
+        state = batch_service.work_item(results, item_id, attempt, config["MODEL_GATE_WAIT"])
+    except Exception:  # most likely the database failed under it
+        log.exception("batch item %s crashed", item_id)
+        db.session.rollback()
+        raise self.retry(
+            kwargs={"item_id": item_id, "settle_attempt": attempt}, countdown=retry_wait(0)
+        ) from None
+    if state == "busy":  # no model slot within the gate wait: back in the queue
+        raise self.retry(countdown=1.0)
+    return state
+
+
+def settle(task, results, item_id, attempt):
+    try:
+        return batch_service.settle_item(results, item_id, attempt)
+    except Exception as exc:
+        db.session.rollback()
+        retries = task.request.retries
+        if retries >= SETTLE_ATTEMPTS:
+            log.error("batch item %s left unfinished; a restart resumes it", item_id)
+            return None
+        log.warning("batch item %s: cannot settle it yet (%s)", item_id, exc)
+        raise task.retry(countdown=retry_wait(retries)) from None
+
+
+# ---- the web processes' side ---------------------------------------------------------
+
+
+class CeleryBatches:
+    """Stands in for the embedded BatchRunner: submit enqueues, the workers run."""
+
+    def __init__(self, app, celery_app):
+        self.app = app
+        self.celery = celery_app
+        self.prefix = app.config["REDIS_PREFIX"]
+        self.broker = redis_client(app.config["BROKER_URL"])
+
+    def submit(self, item_ids):
+        """Enqueue one task per item; returns one waitable for all of them."""
+        with self.celery.producer_or_acquire() as producer:
+            for item_id in item_ids:
+                self.celery.send_task(TASK_NAME, args=[item_id], producer=producer)
+        return [ItemsDone(item_ids)] if item_ids else []
+
+    def wait_idle(self, timeout=None):
+        """Nothing runs in this process."""
+
+    def shutdown(self):
+        self.broker.close()
+
+    def queue_depth(self):
+        """Messages waiting in the broker, and taken by workers but not finished."""
+        return self.broker.llen(self.prefix + QUEUE), self.broker.hlen(self.prefix + "unacked")
+
+    def resume(self):
+        """After a start: enqueue the items that may have lost their task. Several
+        processes starting at once: one scans (a Redis lock), and a duplicate
+        message is harmless, since only its first claim runs the item."""
+        lock = self.prefix + "resume-lock"
+        try:
+            if not self.broker.set(lock, "1", nx=True, ex=RESUME_LOCK_SECONDS):
+                return []
+            with self.app.app_context():
+                item_ids = batch_service.orphaned_item_ids(item_lease(self.app.config))
+            if item_ids:
+                log.info("resuming %d unfinished batch item(s)", len(item_ids))
+                self.submit(item_ids)
+            return item_ids
+        except Exception as exc:  # e.g. a database not migrated yet, Redis down
+            log.warning("unfinished batch items were not resumed: %s", exc)
+            return []
+
+
+class ItemsDone:
+    """A synchronous batch waits for its items through the database (workers
+    elsewhere report there, not here)."""
+
+    poll_seconds = 0.25
+
+    def __init__(self, item_ids):
+        self.item_ids = list(item_ids)
+
+    def result(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            db.session.rollback()  # a fresh snapshot on every look
+            if not batch_service.unfinished_among(self.item_ids):
+                return None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("the batch's items are not finished yet")
+            time.sleep(self.poll_seconds)
+
+
+# ---- the worker processes' side ----------------------------------------------------
+
+
+@worker_ready.connect
+def resume_on_worker_start(sender=None, **_):
+    flask_app = getattr(sender.app, "flask_app", None) if sender else None
+    if flask_app is None:
+        return
+    batch_service.resume_unfinished(flask_app)
+    log.info("worker %s ready for batch items", sender.hostname)
+
+
+_worker_app = None
+
+
+def __getattr__(name):
+    """`celery -A aoi_flask.tasks` finds the Celery app here; built on first use, so
+    the web processes (which import this module) build no second Flask app."""
+    global _worker_app
+    if name != "celery":
+        raise AttributeError(name)
+    if _worker_app is None:
+        from . import create_app
+
+        flask_app = create_app()
+        if "celery" not in flask_app.extensions:
+            raise RuntimeError("set AOI_BROKER_URL (redis://…) to run Celery workers")
+        _worker_app = flask_app.extensions["celery"]
+        _worker_app.flask_app = flask_app
+    return _worker_app
