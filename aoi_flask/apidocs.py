@@ -476,8 +476,8 @@ SCHEMAS = {
             **BATCH_PROGRESS,
             "total_processing_time": number(minimum=0),
             "elapsed_seconds": number(minimum=0),
-            "cluster": ref("Cluster"),
             "files": array(ref("BatchFile")),
+            "cluster": ref("Cluster"),
         },
         description="One batch: progress, counts and per-file state",
     ),
@@ -888,7 +888,6 @@ def build_examples():
                 **sample_batch_progress(),
                 "total_processing_time": 0.6743,
                 "elapsed_seconds": 1.0,
-                "cluster": CLUSTER_EXAMPLE,
                 "files": [
                     {
                         "file_index": 0,
@@ -918,6 +917,7 @@ def build_examples():
                         "retryable": False,
                     },
                 ],
+                "cluster": CLUSTER_EXAMPLE,
             },
         ),
         "BatchRetried": example(
