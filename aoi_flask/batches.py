@@ -33,8 +33,7 @@ def dump_progress(progress):
 
 def dump_batch(batch):
     """One batch with per-file rows (state, error, stored image)."""
-    svc = services()
-    storage = svc.storage
+    storage = services().storage
     progress = batch_service.progress_from_items(batch)
     images = batch_service.images_of(
         [item.img_unique_id for item in batch.items if item.state == "done"]
@@ -53,7 +52,6 @@ def dump_batch(batch):
         "total_processing_time": round(sum(times), 4),
         "elapsed_seconds": max(0.0, (end - batch.created_at).total_seconds()),
         **{name: getattr(batch, name) for name in TRACE_FIELDS},
-        "cluster": batch_service.cluster_status(svc.gate, svc.batches, svc.distributed),
         "files": files,
     }
 
@@ -97,7 +95,8 @@ def get_batch(batch_id):
     """One batch's progress: status, counts and per-file state, error and image id.
 
     `status` is `queued`, `running`, `done`, `partial` (some files failed) or
-    `failed` (all failed). Poll it while `status` is queued or running.
+    `failed` (all failed). Poll it while `status` is queued or running. `cluster`
+    shows the model slots in use across all processes and the queue depth.
     ---
     tags: [batches]
     operationId: get_batch
@@ -115,7 +114,11 @@ def get_batch(batch_id):
       404: {$ref: '#/components/responses/BatchNotFound'}
       503: {$ref: '#/components/responses/DatabaseUnavailable'}
     """
-    return jsonify(dump_batch(batch_service.get_batch(batch_id)))
+    body = dump_batch(batch_service.get_batch(batch_id))
+    svc = services()
+    # Model slots and queue of the whole cluster, for judging how long the rest takes.
+    body["cluster"] = batch_service.cluster_status(svc.gate, svc.batches, svc.distributed)
+    return jsonify(body)
 
 
 @bp.post("/batches/<batch_id>/retry")
