@@ -15,8 +15,11 @@ transactions, safe while the agent serves.
 """
 
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import case, delete, event, func, inspect, select, text, update
 from sqlalchemy.engine import Connection
@@ -28,6 +31,7 @@ from ..models import DefectClass, Image, Region, StatsDay, StatsDayClass
 DAY_CHUNK = 31  # days of rollups rebuilt per transaction
 IMAGE_CHUNK = 5000  # images whose regions are re-derived per transaction
 DEADLOCK_RETRIES = 5
+WORKERS = 2  # MariaDB: region chunks re-derived in parallel (one connection each)
 
 
 def day_start(day):
@@ -302,7 +306,7 @@ def derive_image_totals(conn, low, high):
     )
 
 
-def derive_regions(conn, after, high):
+def derive_regions(conn, *, after, high):
     """Fill the derived columns of the regions after < region_unique_id <= high (high
     None: to the end), walking the clustered primary key; rows already right are left
     untouched (no write, no index change). A plain (non-locking) read first: when
@@ -365,6 +369,12 @@ def retrying(engine, work):
             time.sleep(0.2 * (attempt + 1))
 
 
+def done_future(value):
+    future = Future()
+    future.set_result(value)
+    return future
+
+
 def reading(engine):
     return nullcontext(engine) if isinstance(engine, Connection) else engine.connect()
 
@@ -395,21 +405,31 @@ def rebuild(engine, progress=None, image_chunk=IMAGE_CHUNK):
     report(f"  image totals: {done} filled, {time.perf_counter() - started:.1f} s")
     with reading(engine) as conn:
         regions = conn.execute(select(func.count()).select_from(Region)).scalar()
-    done, after = 0, ""
-    while after is not None:  # regions, ~10 per image, in primary-key order
-        with reading(engine) as conn:
-            high = conn.execute(
-                select(Region.region_unique_id)
-                .where(Region.region_unique_id > after)
-                .order_by(Region.region_unique_id)
-                .offset(image_chunk * 10 - 1)
-                .limit(1)
-            ).scalar()
-        retrying(engine, lambda conn, a=after, b=high: derive_regions(conn, a, b))
-        done = regions if high is None else done + image_chunk * 10
-        after = high
-        elapsed = time.perf_counter() - started
-        report(f"  regions {done}/{regions}, {elapsed:.1f} s")
+    chunk = image_chunk * 10  # regions: ~10 per image
+    parallel = not isinstance(engine, Connection) and engine.dialect.name in ("mysql", "mariadb")
+    with ThreadPoolExecutor(max_workers=WORKERS if parallel else 1) as pool:
+        # Chunk bounds are read here, in primary-key order; the joins run in the pool
+        # (disjoint key ranges: the workers never wait for each other's locks).
+        pending, done, after = deque(), 0, ""
+        while after is not None:
+            with reading(engine) as conn:
+                high = conn.execute(
+                    select(Region.region_unique_id)
+                    .where(Region.region_unique_id > after)
+                    .order_by(Region.region_unique_id)
+                    .offset(chunk - 1)
+                    .limit(1)
+                ).scalar()
+            work = partial(derive_regions, after=after, high=high)
+            if parallel:
+                pending.append(pool.submit(retrying, engine, work))
+            else:  # a migration's connection, or SQLite: one writer, in this thread
+                pending.append(done_future(retrying(engine, work)))
+            after = high
+            while pending and (len(pending) > 2 * WORKERS or after is None):
+                pending.popleft().result()
+                done = min(done + chunk, regions)
+                report(f"  regions {done}/{regions}, {time.perf_counter() - started:.1f} s")
     regions_seconds = time.perf_counter() - started
     with reading(engine) as conn:
         first, last = conn.execute(
