@@ -188,10 +188,7 @@ class Region(db.Model):
         # Region search, one index per sort key: class, sort key and id give the page
         # order; the other filter columns follow, so every filter is checked inside the
         # index and a page or a bounded count reads no table rows (services/queries.py).
-        *(
-            db.Index(name, "class_id", *columns)
-            for name, columns in REGION_SEARCH_INDEXES.items()
-        ),
+        *(db.Index(name, "class_id", *columns) for name, columns in REGION_SEARCH_INDEXES.items()),
         db.Index("ix_regions_batch", "batch_id", "class_id", "image_timestamp"),
     )
 
