@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from conftest import ON_MYSQL
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import delete, event, inspect, select, text, update
 
 from aoi_flask.extensions import db
 from aoi_flask.models import (
@@ -690,3 +690,26 @@ def test_history_and_stats_use_indexes(seeded_large):
             )
         )
     assert_indexed(lambda: queries.statistics(window))
+
+
+def test_reindex_rebuilds_the_search_indexes_around_a_big_fill(seeded, runner, monkeypatch):
+    """Many empty rows: the search indexes are dropped for the pass and built after it;
+    one an interrupted run left missing is built again."""
+    monkeypatch.setattr(derived, "INDEX_REBUILD_ROWS", 100)
+    with db.engine.begin() as conn:
+        conn.execute(Region.__table__.update().values(class_id=None))
+    result = runner.invoke(args=["aoi", "reindex"])
+    assert result.exit_code == 0, result.output
+    assert "search indexes rebuilt after the pass" in result.output
+    assert "built 5 search indexes" in result.output
+    names = {index["name"] for index in inspect(db.engine).get_indexes("regions")}
+    assert {index.name for index in derived.search_indexes()} <= names
+    next(i for i in derived.search_indexes() if i.name == "ix_regions_class_area").drop(db.engine)
+    result = runner.invoke(args=["aoi", "reindex"])
+    assert "built 1 search indexes" in result.output
+    db.session.rollback()
+    expected = brute_regions(seeded, Window(), {"min_area": 30}, "area_desc")
+    _, _, rows, _ = queries.search_regions(
+        Window(), {"min_area": 30}, sort="area_desc", page=1, limit=9
+    )
+    assert [r.Region.region_unique_id for r in rows] == expected[:9]

@@ -17,8 +17,11 @@ transactions, safe while the agent serves.
 """
 
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import case, delete, event, func, inspect, select, text, update
 from sqlalchemy.engine import Connection
@@ -30,6 +33,9 @@ from ..models import DefectClass, Image, Region, StatsDay, StatsDayClass
 DAY_CHUNK = 31  # days of rollups rebuilt per transaction
 IMAGE_CHUNK = 5000  # images whose regions are re-derived per transaction
 DEADLOCK_RETRIES = 5
+# Above this many regions with empty derived columns, the search indexes are rebuilt.
+INDEX_REBUILD_ROWS = 50_000
+WORKERS = 2  # MariaDB: region chunks re-derived in parallel (one connection each)
 
 
 def day_start(day):
@@ -310,7 +316,7 @@ def derive_image_totals(conn, low, high):
     )
 
 
-def derive_regions(conn, after, high):
+def derive_regions(conn, *, after, high):
     """Fill the derived columns of the regions after < region_unique_id <= high (high
     None: to the end), walking the clustered primary key; rows already right are left
     untouched (no write, no index change). A plain (non-locking) read first: when
@@ -373,6 +379,57 @@ def retrying(engine, work):
             time.sleep(0.2 * (attempt + 1))
 
 
+def search_indexes():
+    return [index for index in Region.__table__.indexes if index.name.startswith("ix_regions_")]
+
+
+def defer_search_indexes(engine, report):
+    """Many regions with empty derived columns (rows loaded by another tool): updating
+    them in place would move every entry of every search index, one random page at a
+    time. Drop those indexes for the pass instead and build them afterwards in one
+    sorted pass each (queries stay correct meanwhile, only slower). Returns the indexes
+    to build: also any a previous interrupted run left missing."""
+    if isinstance(engine, Connection):
+        return []  # a migration builds its indexes itself
+    with engine.connect() as conn:
+        present = {index["name"] for index in inspect(conn).get_indexes("regions")}
+        empty = conn.execute(
+            select(func.count()).select_from(Region).where(Region.class_id.is_(None))
+        ).scalar()
+    indexes = search_indexes()
+    missing = [index for index in indexes if index.name not in present]
+    if empty < INDEX_REBUILD_ROWS:
+        return missing
+    report(f"  {empty} regions without derived columns: search indexes rebuilt after the pass")
+    with engine.begin() as conn:
+        for index in indexes:
+            if index.name in present:
+                index.drop(conn)
+    return indexes
+
+
+def build_search_indexes(engine, indexes, report):
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        if engine.dialect.name in ("mysql", "mariadb"):
+            # One ALTER: one pass over the table for all of them, concurrent writes allowed.
+            adds = ", ".join(
+                f"ADD INDEX `{index.name}` ({', '.join(f'`{c.name}`' for c in index.columns)})"
+                for index in indexes
+            )
+            conn.execute(text(f"ALTER TABLE regions {adds}"))
+        else:
+            for index in indexes:
+                index.create(conn)
+    report(f"  built {len(indexes)} search indexes in {time.perf_counter() - started:.1f} s")
+
+
+def done_future(value):
+    future = Future()
+    future.set_result(value)
+    return future
+
+
 def reading(engine):
     return nullcontext(engine) if isinstance(engine, Connection) else engine.connect()
 
@@ -403,21 +460,34 @@ def rebuild(engine, progress=None, image_chunk=IMAGE_CHUNK):
     report(f"  image totals: {done} filled, {time.perf_counter() - started:.1f} s")
     with reading(engine) as conn:
         regions = conn.execute(select(func.count()).select_from(Region)).scalar()
-    done, after = 0, ""
-    while after is not None:  # regions, ~10 per image, in primary-key order
-        with reading(engine) as conn:
-            high = conn.execute(
-                select(Region.region_unique_id)
-                .where(Region.region_unique_id > after)
-                .order_by(Region.region_unique_id)
-                .offset(image_chunk * 10 - 1)
-                .limit(1)
-            ).scalar()
-        retrying(engine, lambda conn, a=after, b=high: derive_regions(conn, a, b))
-        done = regions if high is None else done + image_chunk * 10
-        after = high
-        elapsed = time.perf_counter() - started
-        report(f"  regions {done}/{regions}, {elapsed:.1f} s")
+    deferred = defer_search_indexes(engine, report)
+    chunk = image_chunk * 10  # regions: ~10 per image
+    parallel = not isinstance(engine, Connection) and engine.dialect.name in ("mysql", "mariadb")
+    with ThreadPoolExecutor(max_workers=WORKERS if parallel else 1) as pool:
+        # Chunk bounds are read here, in primary-key order; the joins run in the pool
+        # (disjoint key ranges: the workers never wait for each other's locks).
+        pending, done, after = deque(), 0, ""
+        while after is not None:
+            with reading(engine) as conn:
+                high = conn.execute(
+                    select(Region.region_unique_id)
+                    .where(Region.region_unique_id > after)
+                    .order_by(Region.region_unique_id)
+                    .offset(chunk - 1)
+                    .limit(1)
+                ).scalar()
+            work = partial(derive_regions, after=after, high=high)
+            if parallel:
+                pending.append(pool.submit(retrying, engine, work))
+            else:  # a migration's connection, or SQLite: one writer, in this thread
+                pending.append(done_future(retrying(engine, work)))
+            after = high
+            while pending and (len(pending) > 2 * WORKERS or after is None):
+                pending.popleft().result()
+                done = min(done + chunk, regions)
+                report(f"  regions {done}/{regions}, {time.perf_counter() - started:.1f} s")
+    if deferred:
+        build_search_indexes(engine, deferred, report)
     regions_seconds = time.perf_counter() - started
     with reading(engine) as conn:
         first, last = conn.execute(
