@@ -903,7 +903,8 @@ def test_command_line_serves_with_waitress():
 
 
 def test_calls_endpoint_counts_concurrent_model_calls():
-    sim = create_simulator_app(SimulatorOptions(latency=0.3))
+    # Three calls with one name in one second collide, as in the real service.
+    sim = create_simulator_app(SimulatorOptions(latency=0.3, collide=False))
     image = tiny_png()
 
     def call(_):
