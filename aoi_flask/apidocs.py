@@ -9,9 +9,8 @@ Nothing here restates a schema; each part of the spec comes from where its facts
   `x-form: Traceability` adds every field of `TraceabilitySchema` to the multipart body;
 - `components.responses`: errors.ERROR_RESPONSES, messages from errors.CATALOGUE;
 - `components.examples`: the real sample answer dumped through the schemas (samples.py).
-The views keep short Flasgger YAML docstrings: summary, parameters, what each status
-returns. Swagger UI is served from /flasgger_static only (templates/flasgger/head.html
-drops Google Fonts; a Content-Security-Policy refuses other hosts: air-gapped fabs).
+Views keep short Flasgger YAML docstrings. Swagger UI comes from /flasgger_static only
+(templates/flasgger/head.html drops Google Fonts; a CSP refuses other hosts: air-gapped fabs).
 """
 
 import copy
