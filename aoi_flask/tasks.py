@@ -18,6 +18,7 @@ import time
 
 import redis
 from celery import Celery, Task, shared_task
+from celery.exceptions import Reject, Retry
 from celery.signals import worker_ready
 from flask import current_app
 
@@ -59,6 +60,10 @@ def celery_settings(config):
             # Scan on every sweep: the interval alone says how soon a dead
             # worker's message comes back (after its visibility timeout).
             "unacked_restore_throttle": 1,
+            # The restore sweep runs under a Redis lock; a worker killed while holding
+            # it would stop every sweep for the lock's life (kombu's default: 300 s),
+            # stranding the dead worker's messages that long. A sweep takes milliseconds.
+            "unacked_mutex_expire": restore_lock_seconds(config),
         },
         "task_default_queue": QUEUE,
         "task_acks_late": True,
@@ -74,6 +79,10 @@ def celery_settings(config):
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
+
+
+def restore_lock_seconds(config):
+    return max(5, 2 * int(config["BROKER_RESTORE_INTERVAL"]))
 
 
 def longest_model_call(config):
@@ -105,6 +114,19 @@ def retry_wait(retries):
     return min(0.5 * 2**retries, 5.0)
 
 
+def retry_later(task, **options):
+    """Raise the task's Retry. When the retry message cannot be published (a broker
+    hiccup), the current message is given back instead of acknowledged, so no item
+    is ever left queued without a message to run it."""
+    try:
+        raise task.retry(**options)
+    except Retry:
+        raise
+    except Exception as exc:
+        log.warning("retry of %s not queued (%s); its message goes back", task.name, exc)
+        raise Reject(exc, requeue=True) from None
+
+
 @shared_task(
     bind=True,
     name=TASK_NAME,
@@ -124,7 +146,7 @@ def run_batch_item(self, item_id, settle_attempt=None):
     except Exception as exc:  # nothing claimed: the database did not answer
         db.session.rollback()
         log.warning("batch item %s: cannot claim it yet (%s)", item_id, exc)
-        raise self.retry(countdown=retry_wait(self.request.retries)) from None
+        retry_later(self, countdown=retry_wait(self.request.retries))
     if attempt is None:
         return None  # done, failed, or running elsewhere (a duplicate message)
     try:
@@ -132,11 +154,11 @@ def run_batch_item(self, item_id, settle_attempt=None):
     except Exception:  # most likely the database failed under it
         log.exception("batch item %s crashed", item_id)
         db.session.rollback()
-        raise self.retry(
-            kwargs={"item_id": item_id, "settle_attempt": attempt}, countdown=retry_wait(0)
-        ) from None
+        retry_later(
+            self, kwargs={"item_id": item_id, "settle_attempt": attempt}, countdown=retry_wait(0)
+        )
     if state == "busy":  # no model slot within the gate wait: back in the queue
-        raise self.retry(countdown=1.0)
+        retry_later(self, countdown=1.0)
     return state
 
 
@@ -150,7 +172,7 @@ def settle(task, results, item_id, attempt):
             log.error("batch item %s left unfinished; a restart resumes it", item_id)
             return None
         log.warning("batch item %s: cannot settle it yet (%s)", item_id, exc)
-        raise task.retry(countdown=retry_wait(retries)) from None
+        retry_later(task, countdown=retry_wait(retries))
 
 
 # ---- the web processes' side ---------------------------------------------------------

@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 from conftest import MODEL_URL, REDIS_URL
 from helpers import upload, upload_batch
 from sqlalchemy import select, update
@@ -172,6 +172,33 @@ def test_a_batch_item_without_a_slot_goes_back_to_the_queue(
     assert run_task(app, item_id) == "done"
 
 
+def test_a_busy_item_whose_retry_cannot_be_queued_gives_its_message_back(
+    cluster_app, model_service, sample_input, redis_prefix, monkeypatch
+):
+    app = cluster_app(MODEL_MAX_CONCURRENCY=1, MODEL_GATE_WAIT=0.1)
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    (item_id,) = item_ids(app)
+    holder = ClusterSemaphore(REDIS_URL, 1, lease_seconds=30, prefix=redis_prefix)
+    token = holder.try_acquire()
+    task = app.extensions["celery"].tasks[TASK_NAME]
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker went away")
+
+    monkeypatch.setattr(task, "apply_async", broker_down)
+    # As in a worker: not called directly, so retry() publishes a new message.
+    task.push_request(id="m1", retries=0, called_directly=False, is_eager=False)
+    try:
+        with app.app_context(), pytest.raises(Reject) as rejected:
+            task.run(item_id)
+    finally:
+        task.pop_request()
+        holder.release(token)
+    assert rejected.value.requeue is True  # unacknowledged: the broker delivers it again
+    with app.app_context():
+        assert db.session.get(BatchItem, item_id).state == "queued"
+
+
 def test_a_live_holder_keeps_its_slot_past_the_lease(cluster_app):
     app = cluster_app(SLOT_LEASE_SECONDS=0.6)
     gate = app.extensions["aoi"].gate
@@ -210,3 +237,14 @@ def test_a_synchronous_batch_waits_for_the_workers(cluster_app, model_service, s
     waiting.join(30)
     assert answers[0].status_code == 200
     assert answers[0].get_json()["processed"] == 1
+
+
+def test_a_dead_workers_restore_lock_expires_within_seconds(cluster_app):
+    from aoi_flask.tasks import celery_settings
+
+    app = cluster_app()
+    options = celery_settings(app.config)["broker_transport_options"]
+    # kombu's default (300 s) would strand a killed worker's messages for five minutes
+    # when it died holding the lock of the unacked-restore sweep.
+    assert options["unacked_mutex_expire"] <= max(5, 2 * app.config["BROKER_RESTORE_INTERVAL"])
+    assert options["unacked_mutex_expire"] < options["visibility_timeout"]
