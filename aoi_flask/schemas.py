@@ -187,6 +187,17 @@ def trace_output(name):
     return fields.String(allow_none=True, metadata=doc(TRACE_DESCRIPTIONS[name]))
 
 
+class TraceOutputSchema(Schema):
+    """The traceability values an answer carries (null when not given); a mixin."""
+
+    lot_id = trace_output("lot_id")
+    wafer_id = trace_output("wafer_id")
+    tool_id = trace_output("tool_id")
+    recipe = trace_output("recipe")
+    layer = trace_output("layer")
+    operator = trace_output("operator")
+
+
 def reviewer_name(what):
     return fields.String(
         allow_none=True, metadata=doc(f"Name of the API key that {what} (or `anonymous`)")
@@ -349,7 +360,7 @@ class ClassRowSchema(Answer):
     total_area_pixels = count()
 
 
-class ImageResultSchema(Answer):
+class ImageResultSchema(TraceOutputSchema, Answer):
     """The single-upload answer (PRD Example 1), also the per-file batch result."""
 
     class Meta:
@@ -381,12 +392,6 @@ class ImageResultSchema(Answer):
         "Download of the analysis JSON",
         lambda image: external("download.download_json", img_id=image.img_unique_id),
     )
-    lot_id = trace_output("lot_id")
-    wafer_id = trace_output("wafer_id")
-    tool_id = trace_output("tool_id")
-    recipe = trace_output("recipe")
-    layer = trace_output("layer")
-    operator = trace_output("operator")
     reviewed_at = utc("When a reviewer marked the image reviewed", allow_none=True)
     reviewed_by = reviewer_name("marked the image reviewed")
 
@@ -736,19 +741,13 @@ class ClusterSchema(Answer):
     error = fields.String(metadata=doc("Why Redis did not answer", optional=True))
 
 
-class BatchSchema(BatchProgressSchema):
+class BatchSchema(TraceOutputSchema, BatchProgressSchema):
     class Meta:
         description = "One batch: progress, counts and per-file state"
 
     success = fields.Constant(True)
     total_processing_time = fields.Float(validate=validate.Range(min=0))
     elapsed_seconds = fields.Float(validate=validate.Range(min=0))
-    lot_id = trace_output("lot_id")
-    wafer_id = trace_output("wafer_id")
-    tool_id = trace_output("tool_id")
-    recipe = trace_output("recipe")
-    layer = trace_output("layer")
-    operator = trace_output("operator")
     cluster = fields.Nested(ClusterSchema)
     files = rows(BatchFileSchema)
 
@@ -981,7 +980,7 @@ class DefectQuerySchema(TraceFilterSchema, WindowSchema, CursorSchema):
                 raise ValidationError(f"must not be greater than max_{name}", f"min_{name}")
 
 
-class HistoryImageSchema(Answer):
+class HistoryImageSchema(TraceOutputSchema, Answer):
     img_unique_id = fields.String(metadata=IMG_ID)
     timestamp = utc("When the result was stored")
     filename = fields.String(attribute="original_filename", allow_none=True)
@@ -1003,12 +1002,6 @@ class HistoryImageSchema(Answer):
         "GET /images/{img_id}",
         lambda image: external("images.get_image", img_id=image.img_unique_id),
     )
-    lot_id = trace_output("lot_id")
-    wafer_id = trace_output("wafer_id")
-    tool_id = trace_output("tool_id")
-    recipe = trace_output("recipe")
-    layer = trace_output("layer")
-    operator = trace_output("operator")
     reviewed_at = utc("When a reviewer marked the image reviewed", allow_none=True)
     reviewed_by = reviewer_name("marked the image reviewed")
 

@@ -151,23 +151,25 @@ def lock_days(conn, days):
     conn.execute(select(StatsDay.day).where(StatsDay.day.in_(sorted(days))).with_for_update()).all()
 
 
+def empty_day_totals():
+    """A day's (or a window's) image totals before any image is counted."""
+    return {
+        "images": 0,
+        "defects": 0,
+        "processing_sum": 0.0,
+        "processing_min": None,
+        "processing_max": None,
+        "stored_bytes": 0,
+        "first_at": None,
+        "last_at": None,
+    }
+
+
 def add_to_rollups(conn, images):
     """Incremental upkeep for new images: counters add up; min/max/first/last widen."""
     days, classes = {}, {}
     for image in images:
-        entry = days.setdefault(
-            day_of(image.timestamp),
-            {
-                "images": 0,
-                "defects": 0,
-                "processing_sum": 0.0,
-                "processing_min": None,
-                "processing_max": None,
-                "stored_bytes": 0,
-                "first_at": None,
-                "last_at": None,
-            },
-        )
+        entry = days.setdefault(day_of(image.timestamp), empty_day_totals())
         seconds = image.processing_time_seconds
         entry["images"] += 1
         entry["defects"] += image.total_defects or 0

@@ -44,7 +44,7 @@ from ..models import (
     StatsDay,
     StatsDayClass,
 )
-from .derived import day_start
+from .derived import day_start, empty_day_totals
 from .traceability import disposition_conditions, reviewed_condition, trace_conditions
 
 # Sort name -> ((column, descending), ...): the last column makes the order total.
@@ -448,16 +448,7 @@ def statistics(window, trace=None):
     traced = trace_conditions(trace or {})
     # Traceability filters: the rollups hold no such values, so every row is read.
     days, edges = (None, [window]) if traced else window.split()
-    totals = {
-        "images": 0,
-        "defects": 0,
-        "processing_sum": 0.0,
-        "processing_min": None,
-        "processing_max": None,
-        "stored_bytes": 0,
-        "first_at": None,
-        "last_at": None,
-    }
+    totals = empty_day_totals()
     if days is not None:
         merge_totals(totals, rollup_totals(days))
     for edge in edges:
