@@ -57,16 +57,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def prepare_database(url, work):
-    if url is None:
-        url = f"sqlite:///{work / 'aoi.sqlite3'}"
-    elif bc.is_mysql(url):
-        bc.reset_mysql_database(url)
-    bc.check_loopback(url)
-    bc.migrate(url)
-    return url
-
-
 def warm_up(session, base, name, data):
     """One single upload first, so lazy start-up work is not counted as batch growth."""
     response = session.post(f"{base}/upload", files={"image": (name, data)}, timeout=60)
@@ -112,7 +102,7 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="aoi-bench-batch-"))
     services = []
     try:
-        url = prepare_database(args.database_url, work)
+        url = bc.prepare_database(args.database_url, work)
         print(bc.machine_line(url))
         files = bc.wafer_images(args.images + 1, size=args.size)
         warm, files = files[0], files[1:]

@@ -219,6 +219,18 @@ def reset_mysql_database(url):
         conn.close()
 
 
+def prepare_database(url, work):
+    """The benchmark's database: a fresh SQLite file in `work`, or the given MariaDB
+    database emptied; migrated either way."""
+    if url is None:
+        url = f"sqlite:///{work / 'aoi.sqlite3'}"
+    elif is_mysql(url):
+        reset_mysql_database(url)
+    check_loopback(url)
+    migrate(url)
+    return url
+
+
 def make_app(url, storage_root=None):
     """An app on `url` (for migrations and direct database work)."""
     from aoi_flask import create_app

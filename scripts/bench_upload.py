@@ -68,16 +68,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def prepare_database(url, work):
-    if url is None:
-        url = f"sqlite:///{work / 'aoi.sqlite3'}"
-    elif bc.is_mysql(url):
-        bc.reset_mysql_database(url)
-    bc.check_loopback(url)
-    bc.migrate(url)
-    return url
-
-
 # ---- the floor ---------------------------------------------------------------------------
 
 
@@ -197,7 +187,7 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="aoi-bench-upload-"))
     children = []
     try:
-        url = prepare_database(args.database_url, work)
+        url = bc.prepare_database(args.database_url, work)
         port = bc.free_port()
         argv_stub = [sys.executable, "scripts/model_stub.py", "--port", str(port)]
         stub = bc.Service("model-stub", argv_stub, port, log_dir=work)

@@ -115,7 +115,7 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="aoi-bench-zip-"))
     services = []
     try:
-        url = bench_batch.prepare_database(args.database_url, work)
+        url = bc.prepare_database(args.database_url, work)
         print(bc.machine_line(url))
         simulator = bc.start_simulator(0.0, log_dir=work)
         services.append(simulator)
