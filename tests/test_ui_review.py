@@ -88,6 +88,8 @@ def test_review_a_lot_with_the_keyboard_and_see_the_false_call_rate(page, live):
     page.keyboard.press("n")
     current_is(3)
     expect(progress).to_have_text(f"3 / {total} reviewed")
+    # The change saves in the background: wait for the row before reading them all.
+    expect(rows.nth(2)).to_have_attribute("data-disposition", "nuisance")
     dispositions = rows.evaluate_all("trs => trs.map(tr => tr.dataset.disposition)")
     assert dispositions[:4] == ["true_defect", "false_call", "nuisance", "unreviewed"]
     expect(rows.nth(1).locator(".disposition")).to_have_text("False call")
