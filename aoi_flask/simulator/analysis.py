@@ -12,13 +12,26 @@ c. Difference: how far each pixel lies outside the 5x5 min..max of the
    reference (tolerates a pixel or two of misregistration), taking the
    smaller of the two axes so a cell that only repeats along one axis is
    not flagged.
-d. Threshold: the larger of a fixed floor, the grey-level noise threshold
-   and PERIODIC_NOISE_SIGMAS robust sigmas (MAD) of the signed difference
-   from the reference, which also holds the die-to-die variation.
-e. A 3x3 opening (drops leftover edge lines), a closing that groups a
-   cluster of particles into one defect, 8-connected components; the
-   MAX_PERIODIC_REGIONS with the largest summed difference (contrast x
-   area) are kept, so a wide faint defect outranks a single hot pixel.
+d. Threshold: strong is the larger of a fixed floor, the grey-level noise
+   threshold and PERIODIC_NOISE_SIGMAS robust sigmas (MAD) of the signed
+   difference from the reference (which also holds the die-to-die
+   variation); weak is half of it.
+e. Real cells are not exact copies: structures sit a few pixels apart from
+   cell to cell and some cells have layout variants. Those differences are
+   thin (edges, outlines), so what is kept is what looks like a particle:
+   - spots: the difference minus its openings with 21 px line segments in
+     twelve orientations (a shifted straight edge fits a segment and goes);
+     a seed must also differ from the reference's 15x15 min..max, so an
+     edge displaced by up to 7 px is not a seed either;
+   - blobs: weak pixels that hold a 9 px disc (large particles, whose
+     inside a line segment would fit);
+   - a candidate (8-connected, weak) needs a strong seed and a 3x3 core:
+     one- and two-pixel-wide outlines of curved structures drop out.
+f. At most MAX_PERIODIC_REGIONS candidates are reported, ranked by summed
+   difference (contrast x area), but round-robin over clusters (particles
+   less than PERIODIC_CLUSTER_LINK px apart): every cluster's strongest
+   particle comes before any cluster's second, so one dense cloud of
+   particles cannot hide an isolated defect elsewhere.
 
 Images without a clear period (plain boards, small crops) use the pipeline
 below:
@@ -65,6 +78,7 @@ LARGE_DEFECT_DISC = 9
 MIN_REGION_PIXELS = 3
 
 PEELING_MIN_AREA = 400
+PEELING_MAX_CIRCULARITY = 0.5  # a large but compact blob is a particle
 PEELING_MIN_ASPECT = 3.0
 PEELING_MIN_LENGTH = 20.0
 STRONG_CONTRAST_FACTOR = 2.0
@@ -76,9 +90,11 @@ PITCH_MIN_PROMINENCE = 0.3
 PITCH_REFINE_SPAN = PITCH_SCALE
 MIN_PERIODS = 3  # the image must hold this many pitches along an axis
 REGISTRATION_TOLERANCE = 5  # px window of the reference's min..max
+DISPLACED_EDGE_TOLERANCE = 15  # px window a spot's seed must also lie outside
 PERIODIC_THRESHOLD_FLOOR = 50.0
 PERIODIC_NOISE_SIGMAS = 8.0
-PERIODIC_CLUSTER_DISC = 31
+BLOB_DISC = 9
+PERIODIC_CLUSTER_LINK = 31  # px: particles closer than this form one cluster
 MAX_PERIODIC_REGIONS = 20
 
 
@@ -230,30 +246,45 @@ def axis_reference(gray: np.ndarray, pitch: int, axis: int) -> np.ndarray:
     return ((low.astype(np.uint16) + high) // 2).astype(np.uint8)
 
 
-def outside_reference(gray: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    window = np.ones((REGISTRATION_TOLERANCE, REGISTRATION_TOLERANCE), np.uint8)
+def outside_reference(gray: np.ndarray, reference: np.ndarray, tolerance: int) -> np.ndarray:
+    window = np.ones((tolerance, tolerance), np.uint8)
     above = cv2.subtract(gray, cv2.dilate(reference, window))
     below = cv2.subtract(cv2.erode(reference, window), gray)
     return np.maximum(above, below)
 
 
-def periodic_difference(gray: np.ndarray, pitches) -> tuple[np.ndarray, np.ndarray, float]:
-    """(reference image, difference from it, robust sigma of gray - reference)."""
-    best_reference, best_difference, sigma = None, None, 0.0
+@dataclass
+class PeriodicDifference:
+    reference: np.ndarray  # per pixel, the reference of the axis that fits best
+    difference: np.ndarray  # outside the REGISTRATION_TOLERANCE window
+    displaced: np.ndarray  # outside the DISPLACED_EDGE_TOLERANCE window
+    sigma: float  # robust sigma of gray - reference
+
+
+def periodic_difference(gray: np.ndarray, pitches) -> PeriodicDifference:
+    best = None
     for axis, pitch in ((1, pitches[0]), (0, pitches[1])):
         if pitch is None:
             continue
         reference = axis_reference(gray, pitch, axis)
-        difference = outside_reference(gray, reference)
-        sigma = max(sigma, residual_sigma(gray, reference))
-        if best_difference is None:
-            best_reference, best_difference = reference, difference
+        found = PeriodicDifference(
+            reference=reference,
+            difference=outside_reference(gray, reference, REGISTRATION_TOLERANCE),
+            displaced=outside_reference(gray, reference, DISPLACED_EDGE_TOLERANCE),
+            sigma=residual_sigma(gray, reference),
+        )
+        if best is None:
+            best = found
             continue
         # Per pixel, the axis along which the pattern repeats best wins.
-        closer = difference < best_difference
-        best_reference = np.where(closer, reference, best_reference)
-        best_difference = np.minimum(difference, best_difference)
-    return best_reference, best_difference, sigma
+        closer = found.difference < best.difference
+        best = PeriodicDifference(
+            reference=np.where(closer, found.reference, best.reference),
+            difference=np.minimum(found.difference, best.difference),
+            displaced=np.minimum(found.displaced, best.displaced),
+            sigma=max(found.sigma, best.sigma),
+        )
+    return best
 
 
 def residual_sigma(gray: np.ndarray, reference: np.ndarray) -> float:
@@ -264,43 +295,78 @@ def residual_sigma(gray: np.ndarray, reference: np.ndarray) -> float:
 
 
 def periodic_analysis(gray: np.ndarray, pitches) -> Analysis:
-    reference, difference, sigma = periodic_difference(gray, pitches)
+    found = periodic_difference(gray, pitches)
     thresholds = choose_thresholds(gray)
-    level = max(PERIODIC_THRESHOLD_FLOOR, thresholds.strong, PERIODIC_NOISE_SIGMAS * sigma)
-    mask = (difference >= level).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    disc = cv2.getStructuringElement(
-        cv2.MORPH_ELLIPSE, (PERIODIC_CLUSTER_DISC, PERIODIC_CLUSTER_DISC)
-    )
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disc)
+    strong = max(PERIODIC_THRESHOLD_FLOOR, thresholds.strong, PERIODIC_NOISE_SIGMAS * found.sigma)
+    mask = particle_mask(found, strong, strong / 2)
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(
         mask, connectivity=8, ltype=cv2.CV_32S
     )
     regions = [
-        build_region(label, labels, stats[label], centroids[label], gray, reference, thresholds)
-        for label in strongest_labels(labels, count, stats, difference)
+        build_region(
+            label, labels, stats[label], centroids[label], gray, found.reference, thresholds
+        )
+        for label in reported_labels(labels, count, stats, found.difference)
     ]
     height, width = gray.shape
     return Analysis(height=height, width=width, labels=labels, regions=regions)
 
 
-def strongest_labels(labels, count, stats, difference) -> list[int]:
-    """Up to MAX_PERIODIC_REGIONS labels by summed difference, in label order."""
+def particle_mask(found: PeriodicDifference, strong: float, weak: float) -> np.ndarray:
+    """Spots and blobs that differ from the repeated cells (uint8 0/1), not
+    the thin lines that displaced edges and layout variants leave."""
+    difference = found.difference
+    along_lines = None
+    for kernel in line_kernels():
+        opened = cv2.morphologyEx(difference, cv2.MORPH_OPEN, kernel)
+        along_lines = opened if along_lines is None else cv2.max(along_lines, opened)
+    spots = cv2.subtract(difference, along_lines)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (BLOB_DISC, BLOB_DISC))
+    blobs = cv2.morphologyEx((difference >= weak).astype(np.uint8), cv2.MORPH_OPEN, disc) > 0
+    seeds = ((spots >= strong) & (found.displaced >= weak)) | (blobs & (difference >= strong))
+    candidates = ((spots >= weak) | blobs).astype(np.uint8)
+    cores = cv2.erode(candidates, np.ones((3, 3), np.uint8)) > 0
+    count, labels = cv2.connectedComponents(candidates, connectivity=8, ltype=cv2.CV_32S)
+    kept = (np.bincount(labels[seeds], minlength=count) > 0) & (
+        np.bincount(labels[cores], minlength=count) > 0
+    )
+    kept[0] = False
+    return kept[labels].astype(np.uint8)
+
+
+def reported_labels(labels, count, stats, difference) -> list[int]:
+    """Up to MAX_PERIODIC_REGIONS labels, in label order: by summed difference,
+    round-robin over clusters of nearby particles."""
     candidates = [
         label for label in range(1, count) if stats[label, cv2.CC_STAT_AREA] >= MIN_REGION_PIXELS
     ]
-    strength = {
-        label: summed_difference(label, labels, stats[label], difference) for label in candidates
-    }
+    inside = labels > 0
+    strength = np.bincount(labels[inside], weights=difference[inside], minlength=count)
+    cluster = cluster_of_labels(labels, count)
     # Ties go to the lower label, so the choice is deterministic.
     candidates.sort(key=lambda label: (-strength[label], label))
+    # A label's turn is how many stronger labels its cluster has.
+    taken = dict.fromkeys(cluster[candidates].tolist(), 0)
+    turn = {}
+    for label in candidates:
+        turn[label] = taken[cluster[label]]
+        taken[cluster[label]] += 1
+    candidates.sort(key=lambda label: turn[label])  # stable: by strength within a turn
     return sorted(candidates[:MAX_PERIODIC_REGIONS])
 
 
-def summed_difference(label, labels, stats, difference) -> int:
-    x, y, width, height = (int(v) for v in stats[:4])
-    box = (slice(y, y + height), slice(x, x + width))
-    return int(difference[box][labels[box] == label].sum(dtype=np.int64))
+def cluster_of_labels(labels: np.ndarray, count: int) -> np.ndarray:
+    """label -> number of its cluster (labels whose pixels lie closer than
+    PERIODIC_CLUSTER_LINK px share one)."""
+    disc = cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (PERIODIC_CLUSTER_LINK, PERIODIC_CLUSTER_LINK)
+    )
+    grown = cv2.dilate((labels > 0).astype(np.uint8), disc)
+    _, clusters = cv2.connectedComponents(grown, connectivity=8, ltype=cv2.CV_32S)
+    cluster = np.zeros(count, np.int32)
+    inside = labels > 0
+    cluster[labels[inside]] = clusters[inside]
+    return cluster
 
 
 # --- no repeated pattern --------------------------------------------------------
@@ -499,8 +565,9 @@ def ellipse_axes(contour: np.ndarray) -> tuple[float, float]:
 def classify_region(measurements: dict, contrast: np.ndarray, thresholds: Thresholds) -> int:
     """Pick a class index (0..3) from shape and grey level.
 
-    - PR_Peeling: large (contour area >= PEELING_MIN_AREA) or elongated
-      (aspect >= PEELING_MIN_ASPECT with major axis >= PEELING_MIN_LENGTH).
+    - PR_Peeling: large and ragged (contour area >= PEELING_MIN_AREA with
+      circularity < PEELING_MAX_CIRCULARITY) or elongated (aspect >=
+      PEELING_MIN_ASPECT with major axis >= PEELING_MIN_LENGTH).
     - Copper_Nodule: otherwise, brighter than the background on average.
     - PI_Particle: otherwise dark with a strong core (peak darkness at least
       STRONG_CONTRAST_FACTOR x the strong threshold).
@@ -517,7 +584,10 @@ def classify_region(measurements: dict, contrast: np.ndarray, thresholds: Thresh
 
 
 def is_peeling(measurements: dict) -> bool:
-    if measurements["area_pixels"] >= PEELING_MIN_AREA:
+    if (
+        measurements["area_pixels"] >= PEELING_MIN_AREA
+        and measurements["circularity"] < PEELING_MAX_CIRCULARITY
+    ):
         return True
     return (
         measurements["aspect_ratio"] >= PEELING_MIN_ASPECT
