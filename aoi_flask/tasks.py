@@ -24,6 +24,7 @@ from flask import current_app
 
 from .extensions import db, services
 from .services import batches as batch_service
+from .services.claims import ItemClaims
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ QUEUE = "batch-items"
 SETTLE_ATTEMPTS = batch_service.SETTLE_ATTEMPTS
 # Only one process at a time scans for orphaned items after a start.
 RESUME_LOCK_SECONDS = 60
+# Workers look for items abandoned by an exited worker this often (one at a time).
+SWEEP_SECONDS = 2.0
 
 
 def celery_init_app(app):
@@ -149,6 +152,8 @@ def run_batch_item(self, item_id, settle_attempt=None):
         retry_later(self, countdown=retry_wait(self.request.retries))
     if attempt is None:
         return None  # done, failed, or running elsewhere (a duplicate message)
+    claims = services().batches.claims
+    claims.hold(item_id, attempt)
     try:
         state = batch_service.work_item(results, item_id, attempt, config["MODEL_GATE_WAIT"])
     except Exception:  # most likely the database failed under it
@@ -157,8 +162,12 @@ def run_batch_item(self, item_id, settle_attempt=None):
         retry_later(
             self, kwargs={"item_id": item_id, "settle_attempt": attempt}, countdown=retry_wait(0)
         )
-    if state == "busy":  # no model slot within the gate wait: back in the queue
-        retry_later(self, countdown=1.0)
+    finally:
+        claims.drop(item_id)
+    if state == "busy":
+        # No model slot within the gate wait: to the back of the queue now (a
+        # countdown would park the message in this worker, unseen if it died).
+        retry_later(self, countdown=0)
     return state
 
 
@@ -181,11 +190,13 @@ def settle(task, results, item_id, attempt):
 class CeleryBatches:
     """Stands in for the embedded BatchRunner: submit enqueues, the workers run."""
 
-    def __init__(self, app, celery_app):
+    def __init__(self, app, celery_app, presence):
         self.app = app
         self.celery = celery_app
         self.prefix = app.config["REDIS_PREFIX"]
         self.broker = redis_client(app.config["BROKER_URL"])
+        self.presence = presence
+        self.claims = ItemClaims(self.broker, presence, self.prefix)
 
     def submit(self, item_ids):
         """Enqueue one task per item; returns one waitable for all of them."""
@@ -222,6 +233,35 @@ class CeleryBatches:
             log.warning("unfinished batch items were not resumed: %s", exc)
             return []
 
+    def sweep(self):
+        """Give back to the queue the items whose worker exited mid-run (its presence
+        is gone). One process sweeps at a time, at most every SWEEP_SECONDS; returns
+        the ids requeued."""
+        if not self.broker.set(self.prefix + "sweep-lock", 1, nx=True, px=int(SWEEP_SECONDS * 1e3)):
+            return []
+        records = self.claims.records()
+        if not records:
+            return []
+        gone = self.presence.gone({record.holder for record in records})
+        run = self.presence.run()
+        requeue, settled = [], []
+        with self.app.app_context():
+            for record in records:
+                if record.holder in gone:
+                    if batch_service.release_abandoned(record.item_id, record.attempt):
+                        requeue.append(record.item_id)
+                    settled.append(record)
+                elif not record.holder.startswith(f"{run}:") and not (
+                    batch_service.claim_is_current(record.item_id, record.attempt)
+                ):
+                    settled.append(record)  # of a run before Redis restarted, and over
+        if requeue:
+            log.info("requeued %d batch item(s) of an exited worker", len(requeue))
+            self.submit(requeue)
+        for record in settled:  # after the submit: a sweep cut short is done again
+            self.claims.forget(record.item_id, record.raw)
+        return requeue
+
 
 class ItemsDone:
     """A synchronous batch waits for its items through the database (workers
@@ -252,7 +292,18 @@ def resume_on_worker_start(sender=None, **_):
     if flask_app is None:
         return
     batch_service.resume_unfinished(flask_app)
+    batches = flask_app.extensions["aoi"].batches
+    batches.presence.keep(lambda _name: sweep_quietly(batches))
     log.info("worker %s ready for batch items", sender.hostname)
+
+
+def sweep_quietly(batches):
+    """The keeper's tick in a worker: sweep; never stop ticking."""
+    try:
+        batches.sweep()
+    except Exception as exc:  # Redis or the database away: the next tick tries again
+        log.warning("sweep for abandoned batch items failed: %s", exc)
+    return True
 
 
 _worker_app = None

@@ -137,6 +137,63 @@ def test_processes_starting_at_once_resume_each_orphan_once(
     assert queue_length(apps[0]) == 3
 
 
+def worker_process(app):
+    """Another worker process's claim records: its own presence in Redis."""
+    from aoi_flask.services.claims import ItemClaims
+    from aoi_flask.services.presence import Presence
+
+    presence = Presence(REDIS_URL)
+    return ItemClaims(app.extensions["aoi"].batches.broker, presence, app.config["REDIS_PREFIX"])
+
+
+def test_the_items_of_an_exited_worker_go_back_to_the_queue_at_once(
+    cluster_app, model_service, sample_input
+):
+    app = cluster_app()
+    files = [(sample_input, f"{n}.jpg") for n in range(3)]
+    upload_batch(app.test_client(), files, **{"async": "true"})
+    batches = app.extensions["aoi"].batches
+    batches.broker.delete(app.config["REDIS_PREFIX"] + QUEUE)
+    abandoned, running, finished = item_ids(app)
+    dead, alive = worker_process(app), worker_process(app)
+    with app.app_context():
+        for item_id, claims in ((abandoned, dead), (running, alive), (finished, alive)):
+            claims.hold(item_id, batch_service.claim_item(item_id, lease=600))
+    assert run_task(app, finished) is None  # claimed: not run twice
+    with app.app_context():  # its run ended, but the worker died before dropping the record
+        batch_service.finish_item(finished, 1, "done")
+    dead.presence._anchor.close()  # kill -9: Redis sees the connection close
+
+    assert batches.sweep() == [abandoned]
+    assert queue_length(app) == 1  # its message, long before any visibility timeout
+    with app.app_context():
+        states = {i: db.session.get(BatchItem, i).state for i in (abandoned, running, finished)}
+    assert states == {abandoned: "queued", running: "processing", finished: "done"}
+    records = {record.item_id for record in batches.claims.records()}
+    assert records == {running, finished}  # the dead worker's record is gone
+    batches.broker.delete(app.config["REDIS_PREFIX"] + "sweep-lock")
+    assert batches.sweep() == []  # nothing more to give back
+    assert run_task(app, abandoned) == "done"
+    with app.app_context():
+        assert db.session.get(BatchItem, abandoned).attempts == 2  # taken over
+
+
+def test_a_sweep_gives_back_only_the_run_that_was_abandoned(cluster_app, sample_input):
+    app = cluster_app()
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    (item_id,) = item_ids(app)
+    with app.app_context():
+        assert batch_service.claim_item(item_id, lease=600) == 1
+        age_claim(app, item_id, 10_000)
+        assert batch_service.claim_item(item_id, lease=600) == 2  # run 1 lost its claim
+        assert batch_service.release_abandoned(item_id, 1) is False
+        assert db.session.get(BatchItem, item_id).state == "processing"
+        assert batch_service.release_abandoned(item_id, 2) is True
+        db.session.expire_all()
+        assert db.session.get(BatchItem, item_id).state == "queued"
+        assert batch_service.release_abandoned(item_id, 2) is True  # still needs a message
+
+
 def test_single_uploads_count_against_the_cluster_cap(
     cluster_app, model_service, sample_input, redis_prefix
 ):
@@ -156,15 +213,24 @@ def test_single_uploads_count_against_the_cluster_cap(
 
 
 def test_a_batch_item_without_a_slot_goes_back_to_the_queue(
-    cluster_app, model_service, sample_input, redis_prefix
+    cluster_app, model_service, sample_input, redis_prefix, monkeypatch
 ):
     app = cluster_app(MODEL_MAX_CONCURRENCY=1, MODEL_GATE_WAIT=0.1)
     upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
     (item_id,) = item_ids(app)
     holder = ClusterSemaphore(REDIS_URL, 1, lease_seconds=30, prefix=redis_prefix)
     token = holder.try_acquire()
-    with pytest.raises(Retry):
-        run_task(app, item_id)
+    task = app.extensions["celery"].tasks[TASK_NAME]
+    sent = []
+    monkeypatch.setattr(task, "apply_async", lambda *a, **options: sent.append(options))
+    task.push_request(id="m1", retries=0, called_directly=False, is_eager=False)
+    try:
+        with app.app_context(), pytest.raises(Retry):
+            task.run(item_id)
+    finally:
+        task.pop_request()
+    # To the back of the queue now: a countdown would park it in this worker.
+    assert [(options.get("countdown"), options.get("eta")) for options in sent] == [(0, None)]
     with app.app_context():
         item = db.session.get(BatchItem, item_id)
         assert (item.state, item.attempts) == ("queued", 0)  # it never ran

@@ -400,6 +400,43 @@ def recover_unfinished(storage=None):
     return [item.id for item in stale if item.state == "queued"]
 
 
+def release_abandoned(item_id, attempt):
+    """Distributed mode: give back to the queue an item whose worker exited during
+    run `attempt`, only while that run's claim still owns it. True when the item is
+    now queued after that run (given back now, or by an earlier sweep that did not
+    get to enqueue it): it needs a message. The run stays counted in `attempts`
+    (it may have reached the model)."""
+    db.session.execute(
+        update(BatchItem)
+        .where(
+            BatchItem.id == item_id,
+            BatchItem.attempts == attempt,
+            BatchItem.state == "processing",
+        )
+        .values(state="queued")
+        .execution_options(synchronize_session=False)
+    )
+    commit_or_raise()
+    state, attempts = db.session.execute(
+        select(BatchItem.state, BatchItem.attempts).where(BatchItem.id == item_id)
+    ).one_or_none() or (None, None)
+    return state == "queued" and attempts == attempt
+
+
+def claim_is_current(item_id, attempt):
+    """Whether run `attempt` of the item still owns it."""
+    return (
+        db.session.scalar(
+            select(func.count()).where(
+                BatchItem.id == item_id,
+                BatchItem.attempts == attempt,
+                BatchItem.state == "processing",
+            )
+        )
+        > 0
+    )
+
+
 def orphaned_item_ids(lease):
     """Distributed mode: items that may have lost their task: queued ones (their
     message may never have reached the broker) and ones claimed longer than `lease`
