@@ -15,11 +15,12 @@ Celery" pattern (celery_init_app, a Task class that runs in an app context).
 
 import logging
 import time
+import uuid
 
 import redis
 from celery import Celery, Task, shared_task
 from celery.exceptions import Reject, Retry
-from celery.signals import worker_ready
+from celery.signals import task_received, worker_ready
 from flask import current_app
 
 from .extensions import db, services
@@ -140,35 +141,49 @@ def retry_later(task, **options):
 )
 def run_batch_item(self, item_id, settle_attempt=None):
     """Claim and run one batch item; returns its state (None: not claimable)."""
-    config = current_app.config
-    results = services().results
-    if settle_attempt is not None:
-        return settle(self, results, item_id, settle_attempt)
+    claims = services().batches.claims
+    delivery = delivery_of(self.request.id, self.request.retries)
     try:
-        attempt = batch_service.claim_item(item_id, item_lease(config))
+        if settle_attempt is not None:
+            return settle(self, services().results, item_id, settle_attempt)
+        return claim_and_run(self, claims, item_id, delivery)
+    finally:
+        claims.drop(delivery)
+
+
+def claim_and_run(task, claims, item_id, delivery):
+    config = current_app.config
+    try:
+        attempt = batch_service.claim_item(
+            item_id,
+            item_lease(config),
+            announce=lambda attempt: claims.note(item_id, delivery, attempt),
+        )
     except Exception as exc:  # nothing claimed: the database did not answer
         db.session.rollback()
         log.warning("batch item %s: cannot claim it yet (%s)", item_id, exc)
-        retry_later(self, countdown=retry_wait(self.request.retries))
+        retry_later(task, countdown=retry_wait(task.request.retries))
     if attempt is None:
         return None  # done, failed, or running elsewhere (a duplicate message)
-    claims = services().batches.claims
-    claims.hold(item_id, attempt)
+    results = services().results
     try:
         state = batch_service.work_item(results, item_id, attempt, config["MODEL_GATE_WAIT"])
     except Exception:  # most likely the database failed under it
         log.exception("batch item %s crashed", item_id)
         db.session.rollback()
         retry_later(
-            self, kwargs={"item_id": item_id, "settle_attempt": attempt}, countdown=retry_wait(0)
+            task, kwargs={"item_id": item_id, "settle_attempt": attempt}, countdown=retry_wait(0)
         )
-    finally:
-        claims.drop(item_id)
     if state == "busy":
         # No model slot within the gate wait: to the back of the queue now (a
         # countdown would park the message in this worker, unseen if it died).
-        retry_later(self, countdown=0)
+        retry_later(task, countdown=0)
     return state
+
+
+def delivery_of(task_id, retries):
+    """One delivery of a task's message (a retry keeps the task id)."""
+    return f"{task_id or uuid.uuid4().hex}.{retries or 0}"
 
 
 def settle(task, results, item_id, attempt):
@@ -234,33 +249,33 @@ class CeleryBatches:
             return []
 
     def sweep(self):
-        """Give back to the queue the items whose worker exited mid-run (its presence
+        """Give back to the queue the items held by a worker that exited (its presence
         is gone). One process sweeps at a time, at most every SWEEP_SECONDS; returns
         the ids requeued."""
         if not self.broker.set(self.prefix + "sweep-lock", 1, nx=True, px=int(SWEEP_SECONDS * 1e3)):
             return []
-        records = self.claims.records()
-        if not records:
+        notes = self.claims.notes()
+        if not notes:
             return []
-        gone = self.presence.gone({record.holder for record in records})
+        gone = self.presence.gone({note.holder for note in notes})
         run = self.presence.run()
-        requeue, settled = [], []
+        requeue, settled = set(), []
         with self.app.app_context():
-            for record in records:
-                if record.holder in gone:
-                    if batch_service.release_abandoned(record.item_id, record.attempt):
-                        requeue.append(record.item_id)
-                    settled.append(record)
-                elif not record.holder.startswith(f"{run}:") and not (
-                    batch_service.claim_is_current(record.item_id, record.attempt)
+            for note in notes:
+                if note.holder in gone:
+                    if batch_service.release_abandoned(note.item_id, note.attempt):
+                        requeue.add(note.item_id)
+                    settled.append(note)
+                elif not note.holder.startswith(f"{run}:") and batch_service.is_finished(
+                    note.item_id
                 ):
-                    settled.append(record)  # of a run before Redis restarted, and over
+                    settled.append(note)  # noted before Redis restarted, and over
         if requeue:
             log.info("requeued %d batch item(s) of an exited worker", len(requeue))
-            self.submit(requeue)
-        for record in settled:  # after the submit: a sweep cut short is done again
-            self.claims.forget(record.item_id, record.raw)
-        return requeue
+            self.submit(sorted(requeue))
+        for note in settled:  # after the submit: a sweep cut short is done again
+            self.claims.forget(note.field)
+        return sorted(requeue)
 
 
 class ItemsDone:
@@ -284,6 +299,18 @@ class ItemsDone:
 
 
 # ---- the worker processes' side ----------------------------------------------------
+
+
+@task_received.connect
+def note_delivery(sender=None, request=None, **_):
+    """In the worker's consumer, as a message arrives: note it before anything else,
+    so a worker killed before it starts the task still has its item given back."""
+    flask_app = getattr(getattr(sender, "app", None), "flask_app", None)
+    if flask_app is None or request is None or request.name != TASK_NAME:
+        return
+    item_id = request.args[0] if request.args else request.kwargs.get("item_id")
+    delivery = delivery_of(request.id, request.request_dict.get("retries"))
+    flask_app.extensions["aoi"].batches.claims.note(item_id, delivery)
 
 
 @worker_ready.connect

@@ -138,7 +138,7 @@ def test_processes_starting_at_once_resume_each_orphan_once(
 
 
 def worker_process(app):
-    """Another worker process's claim records: its own presence in Redis."""
+    """Another worker process's claim notes: its own presence in Redis."""
     from aoi_flask.services.claims import ItemClaims
     from aoi_flask.services.presence import Presence
 
@@ -150,32 +150,41 @@ def test_the_items_of_an_exited_worker_go_back_to_the_queue_at_once(
     cluster_app, model_service, sample_input
 ):
     app = cluster_app()
-    files = [(sample_input, f"{n}.jpg") for n in range(3)]
+    files = [(sample_input, f"{n}.jpg") for n in range(5)]
     upload_batch(app.test_client(), files, **{"async": "true"})
     batches = app.extensions["aoi"].batches
     batches.broker.delete(app.config["REDIS_PREFIX"] + QUEUE)
-    abandoned, running, finished = item_ids(app)
+    running, received, about_to_claim, elsewhere, finished = item_ids(app)
     dead, alive = worker_process(app), worker_process(app)
+
+    def claim(claims, item_id, delivery):
+        announce = lambda attempt: claims.note(item_id, delivery, attempt)  # noqa: E731
+        return batch_service.claim_item(item_id, lease=600, announce=announce)
+
     with app.app_context():
-        for item_id, claims in ((abandoned, dead), (running, alive), (finished, alive)):
-            claims.hold(item_id, batch_service.claim_item(item_id, lease=600))
-    assert run_task(app, finished) is None  # claimed: not run twice
-    with app.app_context():  # its run ended, but the worker died before dropping the record
-        batch_service.finish_item(finished, 1, "done")
+        assert claim(dead, running, "d1") == 1  # killed while running it
+        dead.note(received, "d2")  # killed before its task started
+        dead.note(about_to_claim, "d3", 1)  # killed between the note and the claim
+        dead.note(elsewhere, "d4")  # a duplicate message; a live worker runs the item
+        assert claim(alive, elsewhere, "a1") == 1
+        assert claim(dead, finished, "d5") == 1
+        batch_service.finish_item(finished, 1, "done")  # killed after finishing, before the drop
     dead.presence._anchor.close()  # kill -9: Redis sees the connection close
 
-    assert batches.sweep() == [abandoned]
-    assert queue_length(app) == 1  # its message, long before any visibility timeout
+    requeued = [running, received, about_to_claim]
+    assert batches.sweep() == requeued
+    assert queue_length(app) == 3  # their messages, long before any visibility timeout
     with app.app_context():
-        states = {i: db.session.get(BatchItem, i).state for i in (abandoned, running, finished)}
-    assert states == {abandoned: "queued", running: "processing", finished: "done"}
-    records = {record.item_id for record in batches.claims.records()}
-    assert records == {running, finished}  # the dead worker's record is gone
+        states = [db.session.get(BatchItem, i).state for i in item_ids(app)]
+    assert states == ["queued", "queued", "queued", "processing", "done"]
+    assert {note.holder for note in batches.claims.notes()} == {alive.presence.name()}
     batches.broker.delete(app.config["REDIS_PREFIX"] + "sweep-lock")
     assert batches.sweep() == []  # nothing more to give back
-    assert run_task(app, abandoned) == "done"
+    assert [run_task(app, i) for i in requeued] == ["done", "done", "done"]
     with app.app_context():
-        assert db.session.get(BatchItem, abandoned).attempts == 2  # taken over
+        assert db.session.get(BatchItem, running).attempts == 2  # taken over
+        assert db.session.get(BatchItem, received).attempts == 1
+    assert not batches.claims.notes() or {n.item_id for n in batches.claims.notes()} == {elsewhere}
 
 
 def test_a_sweep_gives_back_only_the_run_that_was_abandoned(cluster_app, sample_input):
@@ -187,11 +196,35 @@ def test_a_sweep_gives_back_only_the_run_that_was_abandoned(cluster_app, sample_
         age_claim(app, item_id, 10_000)
         assert batch_service.claim_item(item_id, lease=600) == 2  # run 1 lost its claim
         assert batch_service.release_abandoned(item_id, 1) is False
+        assert batch_service.release_abandoned(item_id, None) is False
         assert db.session.get(BatchItem, item_id).state == "processing"
         assert batch_service.release_abandoned(item_id, 2) is True
         db.session.expire_all()
         assert db.session.get(BatchItem, item_id).state == "queued"
         assert batch_service.release_abandoned(item_id, 2) is True  # still needs a message
+
+
+def test_a_task_notes_its_item_before_claiming_and_drops_the_note_after(
+    cluster_app, model_service, sample_input, monkeypatch
+):
+    app = cluster_app()
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    (item_id,) = item_ids(app)
+    claims = app.extensions["aoi"].batches.claims
+    seen = []
+    real_claim = batch_service.claim_item
+
+    def claim_item(*args, **kwargs):
+        def announce(attempt):
+            kwargs["announce"](attempt)
+            seen.append([(n.item_id, n.attempt) for n in claims.notes()])
+
+        return real_claim(*args, **{**kwargs, "announce": announce})
+
+    monkeypatch.setattr(batch_service, "claim_item", claim_item)
+    assert run_task(app, item_id) == "done"
+    assert seen == [[(item_id, 1)]]  # noted, with its run, before the claim
+    assert claims.notes() == []
 
 
 def test_single_uploads_count_against_the_cluster_cap(

@@ -1,12 +1,14 @@
-"""Who runs which batch item, in Redis beside the claim in `batch_items`
+"""Which worker holds which batch item, in Redis beside the claim in `batch_items`
 (distributed mode, issue #14).
 
-A worker that claims an item records "<attempt>|<its presence name>" under the
-item's id and removes it when the run ends. When the worker exits mid-run (a
-crash, `kill -9`), its presence connection is gone and a sweep (tasks.py) gives
-its items back to the queue within seconds, instead of after the broker's
-visibility timeout. The claim in the database stays the truth: the record only
-says where to look, and giving back is fenced by the run's attempt number."""
+A worker notes every message of a batch item it receives, under the item, the
+delivery and its presence name, first with no run ("the message is here"), then,
+just before it claims the item, with the attempt number the claim will have; the
+note goes when the task ends. When the worker exits mid-run (a crash, `kill -9`),
+its presence is gone and a sweep (tasks.py) gives its items back to the queue
+within seconds instead of after the broker's visibility timeout. The claim in the
+database stays the truth: a note only says where to look, and giving an item back
+is fenced by the run's attempt number."""
 
 import logging
 import threading
@@ -16,21 +18,13 @@ import redis
 
 log = logging.getLogger(__name__)
 
-# KEYS: claims. ARGV: item id, the record written. Removes it only if it is unchanged.
-_FORGET = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
-end
-return 0
-"""
-
 
 @dataclass(frozen=True)
-class ClaimRecord:
+class ClaimNote:
     item_id: int
-    attempt: int
-    holder: str  # presence name of the process running it
-    raw: bytes
+    attempt: int | None  # the run about to be claimed; None: the message only
+    holder: str  # presence name of the process holding it
+    field: str
 
 
 class ItemClaims:
@@ -38,63 +32,62 @@ class ItemClaims:
         self.redis = client
         self.presence = presence
         self.key = f"{prefix}item-claims"
-        self._forget = client.register_script(_FORGET)
-        self._held = {}  # item id -> (attempt, record written)
+        self._held = {}  # delivery -> [item id, value, field]
         self._lock = threading.Lock()
 
-    def hold(self, item_id, attempt):
-        """Record that this process runs the item (best effort: without the record
-        a lost run is found by the item lease and the visibility timeout)."""
+    def note(self, item_id, delivery, attempt=None):
+        """Note that this process holds the item's message `delivery` (and is about
+        to claim run `attempt`). Best effort: without the note a lost run is found
+        by the item lease and the broker's visibility timeout."""
+        value = "" if attempt is None else str(attempt)
         try:
             self.presence.keep(self._keep_alive)
-            record = f"{attempt}|{self.presence.name()}"
-            self.redis.hset(self.key, item_id, record)
+            with self._lock:
+                field = f"{item_id}@{delivery}@{self.presence.name()}"
+                self.redis.hset(self.key, field, value)
+                self._held[delivery] = [item_id, value, field]
         except redis.RedisError as exc:
-            log.warning("batch item %s: claim not recorded in Redis (%s)", item_id, exc)
-            return
-        with self._lock:
-            self._held[item_id] = (attempt, record)
+            log.warning("batch item %s: claim not noted in Redis (%s)", item_id, exc)
 
-    def drop(self, item_id):
+    def drop(self, delivery):
         with self._lock:
-            held = self._held.pop(item_id, None)
+            held = self._held.pop(delivery, None)
         if held is not None:
-            self.forget(item_id, held[1])
+            self.forget(held[2])
 
-    def forget(self, item_id, record):
+    def forget(self, field):
         try:
-            self._forget(keys=[self.key], args=[item_id, record])
+            self.redis.hdel(self.key, field)
         except redis.RedisError as exc:
-            log.warning("batch item %s: claim record not removed (%s)", item_id, exc)
+            log.warning("claim note %s not removed (%s)", field, exc)
 
-    def records(self):
-        """Every claim recorded, of any process."""
-        records = []
-        for field, raw in self.redis.hgetall(self.key).items():
-            attempt, _, holder = raw.decode().partition("|")
-            records.append(ClaimRecord(int(field), int(attempt), holder, raw))
-        return records
+    def notes(self):
+        """Every note, of any process."""
+        found = []
+        for field, value in self.redis.hgetall(self.key).items():
+            field, value = field.decode(), value.decode()
+            item_id, _, rest = field.partition("@")
+            holder = rest.partition("@")[2]
+            attempt = int(value) if value else None
+            found.append(ClaimNote(int(item_id), attempt, holder, field))
+        return found
 
     def _keep_alive(self, name):
-        """The keeper's tick: after a reconnection, record the held items under the
+        """The keeper's tick: after a reconnection, note the held items under the
         new name (the old one reads as gone). True while anything is held."""
+        if name is None:
+            return True
         with self._lock:
-            held = dict(self._held)
-        if not held or name is None:
-            return bool(held)
-        renamed = {
-            item_id: (attempt, f"{attempt}|{name}")
-            for item_id, (attempt, record) in held.items()
-            if record != f"{attempt}|{name}"
-        }
-        if renamed:
+            if not self._held:
+                return False
             try:
-                self.redis.hset(self.key, mapping={k: v[1] for k, v in renamed.items()})
+                for delivery, (item_id, value, field) in list(self._held.items()):
+                    if not field.endswith(f"@{name}"):
+                        renamed = f"{item_id}@{delivery}@{name}"
+                        self.redis.pipeline().hset(self.key, renamed, value).hdel(
+                            self.key, field
+                        ).execute()
+                        self._held[delivery] = [item_id, value, renamed]
             except redis.RedisError as exc:
-                log.warning("claim records not renamed: %s", exc)
-                return True
-            with self._lock:
-                for item_id, value in renamed.items():
-                    if item_id in self._held:
-                        self._held[item_id] = value
+                log.warning("claim notes not renamed: %s", exc)
         return True
