@@ -20,7 +20,7 @@ import uuid
 import redis
 from celery import Celery, Task, shared_task
 from celery.exceptions import Reject, Retry
-from celery.signals import task_received, worker_ready
+from celery.signals import task_received, worker_ready, worker_shutdown
 from flask import current_app
 
 from .extensions import db, services
@@ -249,15 +249,19 @@ class CeleryBatches:
             return []
 
     def sweep(self):
-        """Give back to the queue the items held by a worker that exited (its presence
-        is gone). One process sweeps at a time, at most every SWEEP_SECONDS; returns
-        the ids requeued."""
+        """After a worker exited (its presence is gone): give back to the queue the
+        items it had noted (at once, whatever their claim's age), and enqueue the
+        queued items again as a restart would, since the broker can lose a message
+        taken by a worker killed before it noted it (kombu's Redis transport moves
+        it from the queue first). One process sweeps at a time, at most every
+        SWEEP_SECONDS; returns the ids requeued."""
         if not self.broker.set(self.prefix + "sweep-lock", 1, nx=True, px=int(SWEEP_SECONDS * 1e3)):
             return []
+        workers = {name.decode() for name in self.broker.smembers(self.prefix + "workers")}
         notes = self.claims.notes()
-        if not notes:
+        if not notes and not workers:
             return []
-        gone = self.presence.gone({note.holder for note in notes})
+        gone = self.presence.gone(workers | {note.holder for note in notes})
         run = self.presence.run()
         requeue, settled = set(), []
         with self.app.app_context():
@@ -270,12 +274,29 @@ class CeleryBatches:
                     note.item_id
                 ):
                     settled.append(note)  # noted before Redis restarted, and over
+            exited = workers & gone
+            if exited:
+                requeue.update(batch_service.orphaned_item_ids(item_lease(self.app.config)))
         if requeue:
-            log.info("requeued %d batch item(s) of an exited worker", len(requeue))
+            log.info(
+                "requeued %d batch item(s) after %d worker(s) exited", len(requeue), len(exited)
+            )
             self.submit(sorted(requeue))
         for note in settled:  # after the submit: a sweep cut short is done again
             self.claims.forget(note.field)
+        earlier = {name for name in workers if not name.startswith(f"{run}:")}
+        if exited or earlier:
+            self.broker.srem(self.prefix + "workers", *(exited | earlier))
         return sorted(requeue)
+
+    def enlist(self, name):
+        """A worker's keeper tick: be known as a worker (under its current name)."""
+        if name is not None:
+            self.broker.sadd(self.prefix + "workers", name)
+
+    def leave(self):
+        """A worker stopping cleanly: its exit needs no sweep."""
+        self.broker.srem(self.prefix + "workers", self.presence.name())
 
 
 class ItemsDone:
@@ -320,13 +341,24 @@ def resume_on_worker_start(sender=None, **_):
         return
     batch_service.resume_unfinished(flask_app)
     batches = flask_app.extensions["aoi"].batches
-    batches.presence.keep(lambda _name: sweep_quietly(batches))
+    batches.presence.keep(lambda name: worker_tick(batches, name))
     log.info("worker %s ready for batch items", sender.hostname)
 
 
-def sweep_quietly(batches):
-    """The keeper's tick in a worker: sweep; never stop ticking."""
+@worker_shutdown.connect
+def leave_on_worker_stop(sender=None, **_):
+    flask_app = getattr(getattr(sender, "app", None), "flask_app", None)
+    if flask_app is not None:
+        try:
+            flask_app.extensions["aoi"].batches.leave()
+        except Exception as exc:  # its exit then costs one needless resume
+            log.warning("worker not struck off: %s", exc)
+
+
+def worker_tick(batches, name):
+    """The keeper's tick in a worker: stay enlisted, sweep; never stop ticking."""
     try:
+        batches.enlist(name)
         batches.sweep()
     except Exception as exc:  # Redis or the database away: the next tick tries again
         log.warning("sweep for abandoned batch items failed: %s", exc)

@@ -155,7 +155,8 @@ class Worker:
 
 
 REQUEUED = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*requeued (\d+) batch item", re.MULTILINE
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*requeued (\d+) batch item\(s\) after",
+    re.MULTILINE,
 )
 
 
@@ -423,8 +424,9 @@ def report(settings, outcome, say=print):
         when = f", run again {after[0]:.0f}-{after[-1]:.0f} s after the kill" if after else ""
         sweeps = "; ".join(f"{n} at +{t:.1f} s" for t, n in outcome.requeued) or "none"
         say(
-            f"items of the killed worker taken over: {outcome.taken_over}; given back to the "
-            f"queue by the sweep: {sweeps}{when}"
+            f"items of the killed worker taken over: {outcome.taken_over}{when}; enqueued "
+            f"again by the sweep after the kill (its items, and every queued one, as a "
+            f"restart would): {sweeps}"
         )
     say(
         f"image rows per item: {outcome.rows_per_item}; result file sets per item: "

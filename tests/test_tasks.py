@@ -169,7 +169,7 @@ def test_the_items_of_an_exited_worker_go_back_to_the_queue_at_once(
         assert claim(alive, elsewhere, "a1") == 1
         assert claim(dead, finished, "d5") == 1
         batch_service.finish_item(finished, 1, "done")  # killed after finishing, before the drop
-    dead.presence._anchor.close()  # kill -9: Redis sees the connection close
+    dead.presence.close()  # kill -9: Redis sees the connection close
 
     requeued = [running, received, about_to_claim]
     assert batches.sweep() == requeued
@@ -185,6 +185,29 @@ def test_the_items_of_an_exited_worker_go_back_to_the_queue_at_once(
         assert db.session.get(BatchItem, running).attempts == 2  # taken over
         assert db.session.get(BatchItem, received).attempts == 1
     assert not batches.claims.notes() or {n.item_id for n in batches.claims.notes()} == {elsewhere}
+
+
+def test_when_a_worker_exits_every_queued_item_is_enqueued_again(
+    cluster_app, model_service, sample_input
+):
+    # Its broker may have lost a message the worker took but never noted (kombu's
+    # Redis transport pops it before it records it as unacknowledged).
+    app = cluster_app()
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    batches = app.extensions["aoi"].batches
+    batches.broker.delete(app.config["REDIS_PREFIX"] + QUEUE)  # the message is gone
+    (item_id,) = item_ids(app)
+    dead = worker_process(app)
+    batches.enlist(dead.presence.name())
+    batches.enlist(batches.presence.name())  # a live worker: not swept
+    assert batches.sweep() == []  # every worker alive
+    batches.broker.delete(app.config["REDIS_PREFIX"] + "sweep-lock")
+    dead.presence.close()
+    assert batches.sweep() == [item_id]
+    assert queue_length(app) == 1
+    workers = batches.broker.smembers(app.config["REDIS_PREFIX"] + "workers")
+    assert workers == {batches.presence.name().encode()}  # struck off once swept
+    assert run_task(app, item_id) == "done"
 
 
 def test_a_sweep_gives_back_only_the_run_that_was_abandoned(cluster_app, sample_input):

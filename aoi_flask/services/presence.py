@@ -35,6 +35,7 @@ class Presence:
         self._listeners = []
         self._keeper = None
         self._calls = 0  # keep() calls: a keeper with nothing to do exits only if none came
+        self._closed = False
 
     def name(self):
         with self._lock:
@@ -107,10 +108,21 @@ class Presence:
                 self._keeper = threading.Thread(target=self._keep, name="aoi-presence", daemon=True)
                 self._keeper.start()
 
+    def close(self):
+        """Leave: stop the keeper and close the connection (others see this process
+        gone, as after an exit)."""
+        with self._lock:
+            self._closed = True
+            if self._anchor is not None:
+                self._anchor.close()
+
     def _keep(self):
         while True:
             time.sleep(self.interval)
             with self._lock:
+                if self._closed:
+                    self._keeper = None
+                    return
                 calls = self._calls
             try:
                 name = self.refresh()
