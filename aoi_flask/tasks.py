@@ -1,16 +1,19 @@
 """Distributed mode (AOI_BROKER_URL): batch items are Celery tasks on a Redis broker.
 
-    celery -A aoi_flask.tasks worker --pool threads --concurrency 6
+    celery -A aoi_flask.tasks worker --pool threads --concurrency 8
 
 Web processes accept, save inputs and enqueue; any number of workers, on any host
 that shares the database and the storage root, run the items. `batch_items` stays
 the source of truth: a task claims its item with a conditional UPDATE, so a done
-item is never redone and two deliveries of one message never both run it. A task
-is acknowledged only when it finished (acks_late, reject_on_worker_lost), so the
-item of a worker killed mid-run is delivered again once the broker's visibility
-timeout has passed; the new claim takes it over because the old claim is older
-than the item lease. The Flask integration follows Flask's "Background Tasks with
-Celery" pattern (celery_init_app, a Task class that runs in an app context).
+item is never redone and two deliveries of one message never both run it. A worker
+notes in Redis each message it holds (services/claims.py); when a worker exits
+(kill -9, a crash: its presence connection closes), the next sweep gives its items
+back to the queue within seconds. A task is also acknowledged only when it finished
+(acks_late, reject_on_worker_lost): what the sweep cannot see is delivered again
+once the broker's visibility timeout has passed, and the new claim takes it over
+because the old claim is older than the item lease. The Flask integration follows
+Flask's "Background Tasks with Celery" pattern (celery_init_app, a Task class that
+runs in an app context).
 """
 
 import logging

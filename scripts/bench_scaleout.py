@@ -50,8 +50,8 @@ class Settings:
     latency: float = 0.5
     cap: int = 4
     size: int = 128
-    # The README's advice: AOI_MODEL_MAX_CONCURRENCY + 2 threads per worker.
-    worker_threads: int = 6
+    # The README's advice: AOI_MODEL_MAX_CONCURRENCY + 4 threads per worker.
+    worker_threads: int = 8
     kill_after: float = 0.25  # share of the items done when worker 1 is killed
     singles: int = 6  # single uploads to web 2 while web 1 is dead
     # Every other setting is the agent's default (README), unless given here as
@@ -329,10 +329,7 @@ def run_cluster(settings, database_url, redis_url, prefix, work, say=print):
                 raise RuntimeError(f"batch not finished within {settings.timeout} s: {counts}")
             time.sleep(0.05)
         outcome.states = counts
-        outcome.window_s = finished - started
-        outcome.finished_wall = outcome.started_wall + outcome.window_s
-        outcome.throughput = (len(files) + outcome.singles_ok) / outcome.window_s
-        outcome.ideal = settings.cap / settings.latency
+        outcome.finished_wall = outcome.started_wall + (finished - started)
         check_storage(outcome, engine, storage_root)
 
         for batch_id in batch_ids:
@@ -343,6 +340,13 @@ def run_cluster(settings, database_url, redis_url, prefix, work, say=print):
             f"{simulator.url}/_simulator/calls", params={"timeline": "true"}, timeout=10
         ).json()["calls"]
         outcome.timeline = calls["timeline"]
+        # From the first 202, or the first model call if a worker was quicker (the
+        # items are enqueued before the answer leaves), to the last item done.
+        first_call = min((start for start, _ in outcome.timeline), default=outcome.started_wall)
+        outcome.started_wall = min(outcome.started_wall, first_call)
+        outcome.window_s = outcome.finished_wall - outcome.started_wall
+        outcome.throughput = (len(files) + outcome.singles_ok) / outcome.window_s
+        outcome.ideal = settings.cap / settings.latency
         outcome.max_active, outcome.model_calls = calls["max_active"], calls["total"]
         fsck = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "wsgi", "aoi", "fsck"],
@@ -447,8 +451,9 @@ def report(settings, outcome, say=print):
     say(f"cluster (/health during the run): {json.dumps(outcome.health_cluster)}")
     say(
         f"throughput: {outcome.throughput:.2f} images/s over {outcome.window_s:.1f} s (first 202 "
-        f"to last item done); ideal cap/latency {outcome.ideal:.2f}/s; ratio {outcome.ratio:.3f} "
-        f"(goal >= 0.9: {bc.verdict(ok['throughput'])})"
+        f"or first model call, whichever came first, to last item done); ideal cap/latency "
+        f"{outcome.ideal:.2f}/s; ratio {outcome.ratio:.3f} (goal >= 0.9: "
+        f"{bc.verdict(ok['throughput'])})"
     )
     report_time(settings, outcome, say)
     if outcome.cpu:
