@@ -16,6 +16,8 @@ Flask's "Background Tasks with Celery" pattern (celery_init_app, a Task class th
 runs in an app context).
 """
 
+import base64
+import json
 import logging
 import time
 import uuid
@@ -41,6 +43,9 @@ SETTLE_ATTEMPTS = batch_service.SETTLE_ATTEMPTS
 RESUME_LOCK_SECONDS = 60
 # Workers look for items abandoned by an exited worker this often (one at a time).
 SWEEP_SECONDS = 2.0
+# Up to this many waiting messages, a sweep reads which items they are for and
+# enqueues no duplicate of them.
+WAITING_SCAN_LIMIT = 50_000
 
 
 def celery_init_app(app):
@@ -279,7 +284,8 @@ class CeleryBatches:
                     settled.append(note)  # noted before Redis restarted, and over
             exited = workers & gone
             if exited:
-                requeue.update(batch_service.orphaned_item_ids(item_lease(self.app.config)))
+                orphans = batch_service.orphaned_item_ids(item_lease(self.app.config))
+                requeue.update(set(orphans) - self.waiting_item_ids())
         if requeue:
             log.info(
                 "requeued %d batch item(s) after %d worker(s) exited", len(requeue), len(exited)
@@ -291,6 +297,28 @@ class CeleryBatches:
         if exited or earlier:
             self.broker.srem(self.prefix + "workers", *(exited | earlier))
         return sorted(requeue)
+
+    def waiting_item_ids(self, limit=WAITING_SCAN_LIMIT):
+        """The items whose message waits in the broker's queue (kombu's Redis list of
+        JSON envelopes around Celery protocol-2 bodies: [args, kwargs, embed]). Empty
+        when the queue is longer than `limit` or a message cannot be read: then every
+        orphan gets a message, duplicates included (harmless, as after a restart)."""
+        key = self.prefix + QUEUE
+        if self.broker.llen(key) > limit:
+            return set()
+        found = set()
+        try:
+            for raw in self.broker.lrange(key, 0, -1):
+                envelope = json.loads(raw)
+                body = envelope["body"]
+                if envelope["properties"].get("body_encoding") == "base64":
+                    body = base64.b64decode(body)
+                args, kwargs, _ = json.loads(body)
+                found.add(int(args[0] if args else kwargs["item_id"]))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            log.warning("queued messages not read (%s): every orphan is enqueued again", exc)
+            return set()
+        return found
 
     def enlist(self, name):
         """A worker's keeper tick: be known as a worker (under its current name)."""

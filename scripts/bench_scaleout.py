@@ -429,8 +429,8 @@ def report(settings, outcome, say=print):
         sweeps = "; ".join(f"{n} at +{t:.1f} s" for t, n in outcome.requeued) or "none"
         say(
             f"items of the killed worker taken over: {outcome.taken_over}{when}; enqueued "
-            f"again by the sweep after the kill (its items, and every queued one, as a "
-            f"restart would): {sweeps}"
+            f"again by the sweep after the kill (its items, and any queued one whose message "
+            f"was not waiting in the queue): {sweeps}"
         )
     say(
         f"image rows per item: {outcome.rows_per_item}; result file sets per item: "

@@ -193,21 +193,35 @@ def test_when_a_worker_exits_every_queued_item_is_enqueued_again(
     # Its broker may have lost a message the worker took but never noted (kombu's
     # Redis transport pops it before it records it as unacknowledged).
     app = cluster_app()
-    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    files = [(sample_input, "a.jpg"), (sample_input, "b.jpg")]
+    upload_batch(app.test_client(), files, **{"async": "true"})
     batches = app.extensions["aoi"].batches
-    batches.broker.delete(app.config["REDIS_PREFIX"] + QUEUE)  # the message is gone
-    (item_id,) = item_ids(app)
+    item_id, waiting = item_ids(app)
+    queue = app.config["REDIS_PREFIX"] + QUEUE
+    batches.broker.delete(queue)  # the first file's message is gone,
+    batches.submit([waiting])  # the second's waits in the queue
     dead = worker_process(app)
     batches.enlist(dead.presence.name())
     batches.enlist(batches.presence.name())  # a live worker: not swept
     assert batches.sweep() == []  # every worker alive
     batches.broker.delete(app.config["REDIS_PREFIX"] + "sweep-lock")
     dead.presence.close()
-    assert batches.sweep() == [item_id]
-    assert queue_length(app) == 1
+    assert batches.sweep() == [item_id]  # no duplicate of the waiting one
+    assert queue_length(app) == 2
     workers = batches.broker.smembers(app.config["REDIS_PREFIX"] + "workers")
     assert workers == {batches.presence.name().encode()}  # struck off once swept
     assert run_task(app, item_id) == "done"
+
+
+def test_messages_that_cannot_be_read_make_the_sweep_enqueue_every_orphan(
+    cluster_app, sample_input
+):
+    app = cluster_app()
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    batches = app.extensions["aoi"].batches
+    assert batches.waiting_item_ids() == set(item_ids(app))
+    batches.broker.lpush(app.config["REDIS_PREFIX"] + QUEUE, b"not a kombu message")
+    assert batches.waiting_item_ids() == set()  # then duplicates, never a lost item
 
 
 def test_a_sweep_gives_back_only_the_run_that_was_abandoned(cluster_app, sample_input):

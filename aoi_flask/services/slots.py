@@ -60,6 +60,10 @@ local spare = math.min(freed - taken, limit - redis.call('ZCARD', KEYS[1]))
 for _ = 1, spare do
   redis.call('LPUSH', KEYS[3], 1)
 end
+if spare > 0 then
+  redis.call('LTRIM', KEYS[3], 0, limit - 1)
+  redis.call('PEXPIRE', KEYS[3], 60000)
+end
 local stamp = string.format('%.3f', now)
 if taken == 1 then
   return {1, stamp}
