@@ -271,11 +271,14 @@ class CeleryBatches:
             return []
         gone = self.presence.gone(workers | {note.holder for note in notes})
         run = self.presence.run()
+        # A run a live worker noted too may be its own (two deliveries raced to claim it).
+        live = {(n.item_id, n.attempt) for n in notes if n.holder not in gone and n.attempt}
         requeue, settled = set(), []
         with self.app.app_context():
             for note in notes:
                 if note.holder in gone:
-                    if batch_service.release_abandoned(note.item_id, note.attempt):
+                    attempt = None if (note.item_id, note.attempt) in live else note.attempt
+                    if batch_service.release_abandoned(note.item_id, attempt):
                         requeue.add(note.item_id)
                     settled.append(note)
                 elif not note.holder.startswith(f"{run}:") and batch_service.is_finished(

@@ -187,6 +187,24 @@ def test_the_items_of_an_exited_worker_go_back_to_the_queue_at_once(
     assert not batches.claims.notes() or {n.item_id for n in batches.claims.notes()} == {elsewhere}
 
 
+def test_a_run_a_live_worker_noted_too_is_not_given_back(cluster_app, sample_input):
+    # Two deliveries of one file: both workers noted attempt 1, the live one claimed it.
+    app = cluster_app()
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    batches = app.extensions["aoi"].batches
+    batches.broker.delete(app.config["REDIS_PREFIX"] + QUEUE)
+    (item_id,) = item_ids(app)
+    dead, alive = worker_process(app), worker_process(app)
+    dead.note(item_id, "d1", 1)
+    with app.app_context():
+        announce = lambda attempt: alive.note(item_id, "a1", attempt)  # noqa: E731
+        assert batch_service.claim_item(item_id, lease=600, announce=announce) == 1
+    dead.presence.close()
+    assert batches.sweep() == []
+    with app.app_context():
+        assert db.session.get(BatchItem, item_id).state == "processing"  # still the live one's
+
+
 def test_when_a_worker_exits_every_queued_item_is_enqueued_again(
     cluster_app, model_service, sample_input
 ):
