@@ -438,13 +438,15 @@ def report(settings, outcome, say=print):
         f"{outcome.result_dirs} result folders in all (batch items + "
         f"{outcome.singles_ok + 2} single uploads): {bc.verdict(ok['once'])}"
     )
+    killed = bool(outcome.killed_wall)
     say(
         f"model calls: {outcome.model_calls} for {outcome.submitted} items + "
-        f"{outcome.singles_sent} single uploads (the rest: calls of the killed worker, redone)"
+        f"{outcome.singles_sent} single uploads"
+        + (" (the rest: calls of the killed worker, redone)" if killed else "")
     )
     say(
-        f"single uploads while web 1 was dead: {outcome.singles_ok}/{outcome.singles_sent} "
-        f"answered 201: {bc.verdict(ok['singles'])}"
+        f"single uploads {'while web 1 was dead' if killed else 'to web 2'}: "
+        f"{outcome.singles_ok}/{outcome.singles_sent} answered 201: {bc.verdict(ok['singles'])}"
     )
     say(f"flask aoi fsck: {'clean' if outcome.fsck_ok else 'PROBLEMS'}: {bc.verdict(ok['fsck'])}")
     say(f"cluster (GET /batches/{{id}} at the end): {json.dumps(outcome.cluster)}")

@@ -100,11 +100,11 @@ class Presence:
             self._calls += 1
             if listener not in self._listeners:
                 self._listeners.append(listener)
-            if self._keeper is not None:
-                return
+            if self._keeper is not None and self._keeper.is_alive():
+                return  # (a forked child inherits the object, not the thread)
         self.refresh()
         with self._lock:
-            if self._keeper is None:
+            if self._keeper is None or not self._keeper.is_alive():
                 self._keeper = threading.Thread(target=self._keep, name="aoi-presence", daemon=True)
                 self._keeper.start()
 
