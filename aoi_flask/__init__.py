@@ -91,7 +91,7 @@ def register_services(app):
     if distributed:
         from .tasks import CeleryBatches, celery_init_app
 
-        batches = CeleryBatches(app, celery_init_app(app))
+        batches = CeleryBatches(app, celery_init_app(app), gate.semaphore.presence)
     else:
         batches = BatchRunner(app, results, config["BATCH_WORKERS"])
     app.extensions["aoi"] = SimpleNamespace(
@@ -114,7 +114,11 @@ def model_gate(config):
     from .services.slots import ClusterGate, ClusterSemaphore
 
     semaphore = ClusterSemaphore(
-        redis_url, limit, lease_seconds=config["SLOT_LEASE_SECONDS"], prefix=config["REDIS_PREFIX"]
+        redis_url,
+        limit,
+        lease_seconds=config["SLOT_LEASE_SECONDS"],
+        prefix=config["REDIS_PREFIX"],
+        exit_grace=config["SLOT_EXIT_GRACE_SECONDS"],
     )
     return ClusterGate(semaphore, retry_after)
 

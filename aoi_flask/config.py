@@ -65,9 +65,13 @@ class Config:
     REDIS_URL = env_str("AOI_REDIS_URL", "")
     # Every Redis key of the agent (queue, unacked messages, slots) starts with this.
     REDIS_PREFIX = env_str("AOI_REDIS_PREFIX", "aoi:")
-    # A slot's lease; its holder renews it every third of this while the call runs,
-    # so a slot of a dead process frees itself within this many seconds.
+    # A slot's lease, renewed by its holder every half second while the call runs. A
+    # holder that stops renewing (frozen, its host off the network) loses its slot
+    # after this; one that is only slow keeps it. A process that exits frees its slots
+    # at once (Redis sees its connection close), once each was taken this long ago:
+    # time for the call it left behind to end at the model service.
     SLOT_LEASE_SECONDS = env_float("AOI_SLOT_LEASE_SECONDS", 30.0)
+    SLOT_EXIT_GRACE_SECONDS = env_float("AOI_SLOT_EXIT_GRACE_SECONDS", 1.0)
     # How long a claimed batch item belongs to its worker; after that another may
     # take it over. 0 = derived: slot wait + the longest model call + 60 s.
     ITEM_LEASE_SECONDS = env_float("AOI_ITEM_LEASE_SECONDS", 0)

@@ -48,7 +48,8 @@ def free_port():
 class Service:
     """A subprocess serving HTTP on a loopback port; stopped by its own pid."""
 
-    def __init__(self, name, argv, port, env=None, log_dir=None):
+    def __init__(self, name, argv, port, env=None, log_dir=None, clean=False):
+        """`clean`: none of this shell's AOI_* variables, only `env`'s."""
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -58,7 +59,7 @@ class Service:
         self.process = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**inherited_environ(clean), **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -105,6 +106,12 @@ class Service:
         self._log.close()
 
 
+def inherited_environ(clean=False):
+    if not clean:
+        return dict(os.environ)
+    return {key: value for key, value in os.environ.items() if not key.startswith("AOI_")}
+
+
 def start_simulator(latency, log_dir=None):
     port = free_port()
     argv = [sys.executable, "-m", "aoi_flask.simulator", "--host", "127.0.0.1"]
@@ -124,12 +131,13 @@ def agent_env(database_url, storage_root, model_url, **extra):
     return env
 
 
-def start_agent(env, threads=8, log_dir=None):
-    """`python run.py` (waitress) with the given AOI_* settings."""
+def start_agent(env, threads=8, log_dir=None, clean=False):
+    """`python run.py` (waitress) with the given AOI_* settings (`clean`: only those)."""
     port = free_port()
     argv = [sys.executable, "run.py", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--threads", str(threads)]
-    return Service("agent", argv, port, env=env, log_dir=log_dir).wait_ready("/health")
+    service = Service("agent", argv, port, env=env, log_dir=log_dir, clean=clean)
+    return service.wait_ready("/health")
 
 
 # ---- memory -----------------------------------------------------------------------------

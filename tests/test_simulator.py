@@ -1002,7 +1002,12 @@ def test_calls_endpoint_counts_concurrent_model_calls():
         "max_active": 3,
         "total": 3,
     }
+    spans = client.get("/_simulator/calls?timeline=true").get_json()["calls"]["timeline"]
+    assert len(spans) == 3
+    assert all(end - start >= 0.25 for start, end in spans)  # when each call ran
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all at once
     assert client.delete("/_simulator/calls").get_json()["calls"]["total"] == 0
+    assert client.get("/_simulator/calls?timeline=true").get_json()["calls"]["timeline"] == []
     post_image(client, image)
     assert client.get("/_simulator/calls").get_json()["calls"] == {
         "active": 0,

@@ -75,3 +75,58 @@ def test_renewal_keeps_a_live_holder_and_reports_lost_leases(sem):
     assert sem.in_use() == 0
     assert sem.renew([token]) == [token]  # expired: renewal does not bring it back
     assert sem.in_use() == 0
+
+
+def exited(semaphore):
+    """As when its process dies: Redis sees the presence connection close."""
+    semaphore.presence.close()
+
+
+def test_an_exited_holders_slots_are_free_once_its_calls_had_their_time(redis_prefix):
+    holder = ClusterSemaphore(URL, 2, lease_seconds=60.0, prefix=redis_prefix, exit_grace=0.5)
+    other = ClusterSemaphore(URL, 2, lease_seconds=60.0, prefix=redis_prefix, exit_grace=0.5)
+    assert holder.try_acquire() and holder.try_acquire()
+    exited(holder)
+    assert other.try_acquire() is None  # taken under 0.5 s ago: its call may still run
+    started = time.monotonic()
+    first, second = other.acquire(timeout=5), other.acquire(timeout=5)
+    assert first and second
+    assert time.monotonic() - started < 3  # not the 60 s lease
+    assert other.in_use() == 2
+
+
+def test_a_live_holder_that_is_slow_to_renew_keeps_its_slot_until_the_lease(redis_prefix):
+    # Nothing renews here: the holder is "stalled", but its connection is open.
+    holder = ClusterSemaphore(URL, 1, lease_seconds=1.5, prefix=redis_prefix, exit_grace=0.1)
+    other = ClusterSemaphore(URL, 1, lease_seconds=1.5, prefix=redis_prefix, exit_grace=0.1)
+    assert holder.try_acquire()
+    assert other.acquire(timeout=0.8) is None  # past the exit grace, still its slot
+    assert other.acquire(timeout=5) is not None  # the lease ran out
+
+
+def test_a_release_wakes_a_waiter_at_once(sem):
+    sem.poll = 10.0  # without the wake-up the waiter would look again only after 10 s
+    holders = [sem.try_acquire(), sem.try_acquire()]
+    got = []
+    waiter = threading.Thread(
+        target=lambda: got.append((sem.acquire(timeout=20), time.monotonic()))
+    )
+    waiter.start()
+    time.sleep(0.3)  # the waiter is blocked
+    released = time.monotonic()
+    sem.release(holders[0])
+    waiter.join(20)
+    token, woken = got[0]
+    assert token is not None
+    assert woken - released < 2.0
+
+
+def test_a_renewal_after_a_reconnection_names_the_holder_anew(sem):
+    token = sem.try_acquire()
+    before = sem.redis.hget(sem.holders_key, token).decode()
+    sem.presence._anchor.close()  # a dropped connection; the holder lives on
+    sem.presence.refresh()  # its keeper's next tick reconnects, under a new name
+    assert sem.renew([token]) == []
+    after = sem.redis.hget(sem.holders_key, token).decode()
+    assert after.rpartition("|")[2] == before.rpartition("|")[2]  # same time taken
+    assert after.rpartition("|")[0] == sem.presence.name() != before.rpartition("|")[0]

@@ -137,6 +137,151 @@ def test_processes_starting_at_once_resume_each_orphan_once(
     assert queue_length(apps[0]) == 3
 
 
+def worker_process(app):
+    """Another worker process's claim notes: its own presence in Redis."""
+    from aoi_flask.services.claims import ItemClaims
+    from aoi_flask.services.presence import Presence
+
+    presence = Presence(REDIS_URL)
+    return ItemClaims(app.extensions["aoi"].batches.broker, presence, app.config["REDIS_PREFIX"])
+
+
+def test_the_items_of_an_exited_worker_go_back_to_the_queue_at_once(
+    cluster_app, model_service, sample_input
+):
+    app = cluster_app()
+    files = [(sample_input, f"{n}.jpg") for n in range(5)]
+    upload_batch(app.test_client(), files, **{"async": "true"})
+    batches = app.extensions["aoi"].batches
+    batches.broker.delete(app.config["REDIS_PREFIX"] + QUEUE)
+    running, received, about_to_claim, elsewhere, finished = item_ids(app)
+    dead, alive = worker_process(app), worker_process(app)
+
+    def claim(claims, item_id, delivery):
+        announce = lambda attempt: claims.note(item_id, delivery, attempt)  # noqa: E731
+        return batch_service.claim_item(item_id, lease=600, announce=announce)
+
+    with app.app_context():
+        assert claim(dead, running, "d1") == 1  # killed while running it
+        dead.note(received, "d2")  # killed before its task started
+        dead.note(about_to_claim, "d3", 1)  # killed between the note and the claim
+        dead.note(elsewhere, "d4")  # a duplicate message; a live worker runs the item
+        assert claim(alive, elsewhere, "a1") == 1
+        assert claim(dead, finished, "d5") == 1
+        batch_service.finish_item(finished, 1, "done")  # killed after finishing, before the drop
+    dead.presence.close()  # kill -9: Redis sees the connection close
+
+    requeued = [running, received, about_to_claim]
+    assert batches.sweep() == requeued
+    assert queue_length(app) == 3  # their messages, long before any visibility timeout
+    with app.app_context():
+        states = [db.session.get(BatchItem, i).state for i in item_ids(app)]
+    assert states == ["queued", "queued", "queued", "processing", "done"]
+    assert {note.holder for note in batches.claims.notes()} == {alive.presence.name()}
+    batches.broker.delete(app.config["REDIS_PREFIX"] + "sweep-lock")
+    assert batches.sweep() == []  # nothing more to give back
+    assert [run_task(app, i) for i in requeued] == ["done", "done", "done"]
+    with app.app_context():
+        assert db.session.get(BatchItem, running).attempts == 2  # taken over
+        assert db.session.get(BatchItem, received).attempts == 1
+    assert not batches.claims.notes() or {n.item_id for n in batches.claims.notes()} == {elsewhere}
+
+
+def test_a_run_a_live_worker_noted_too_is_not_given_back(cluster_app, sample_input):
+    # Two deliveries of one file: both workers noted attempt 1, the live one claimed it.
+    app = cluster_app()
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    batches = app.extensions["aoi"].batches
+    batches.broker.delete(app.config["REDIS_PREFIX"] + QUEUE)
+    (item_id,) = item_ids(app)
+    dead, alive = worker_process(app), worker_process(app)
+    dead.note(item_id, "d1", 1)
+    with app.app_context():
+        announce = lambda attempt: alive.note(item_id, "a1", attempt)  # noqa: E731
+        assert batch_service.claim_item(item_id, lease=600, announce=announce) == 1
+    dead.presence.close()
+    assert batches.sweep() == []
+    with app.app_context():
+        assert db.session.get(BatchItem, item_id).state == "processing"  # still the live one's
+
+
+def test_when_a_worker_exits_every_queued_item_is_enqueued_again(
+    cluster_app, model_service, sample_input
+):
+    # Its broker may have lost a message the worker took but never noted (kombu's
+    # Redis transport pops it before it records it as unacknowledged).
+    app = cluster_app()
+    files = [(sample_input, "a.jpg"), (sample_input, "b.jpg")]
+    upload_batch(app.test_client(), files, **{"async": "true"})
+    batches = app.extensions["aoi"].batches
+    item_id, waiting = item_ids(app)
+    queue = app.config["REDIS_PREFIX"] + QUEUE
+    batches.broker.delete(queue)  # the first file's message is gone,
+    batches.submit([waiting])  # the second's waits in the queue
+    dead = worker_process(app)
+    batches.enlist(dead.presence.name())
+    batches.enlist(batches.presence.name())  # a live worker: not swept
+    assert batches.sweep() == []  # every worker alive
+    batches.broker.delete(app.config["REDIS_PREFIX"] + "sweep-lock")
+    dead.presence.close()
+    assert batches.sweep() == [item_id]  # no duplicate of the waiting one
+    assert queue_length(app) == 2
+    workers = batches.broker.smembers(app.config["REDIS_PREFIX"] + "workers")
+    assert workers == {batches.presence.name().encode()}  # struck off once swept
+    assert run_task(app, item_id) == "done"
+
+
+def test_messages_that_cannot_be_read_make_the_sweep_enqueue_every_orphan(
+    cluster_app, sample_input
+):
+    app = cluster_app()
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    batches = app.extensions["aoi"].batches
+    assert batches.waiting_item_ids() == set(item_ids(app))
+    batches.broker.lpush(app.config["REDIS_PREFIX"] + QUEUE, b"not a kombu message")
+    assert batches.waiting_item_ids() == set()  # then duplicates, never a lost item
+
+
+def test_a_sweep_gives_back_only_the_run_that_was_abandoned(cluster_app, sample_input):
+    app = cluster_app()
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    (item_id,) = item_ids(app)
+    with app.app_context():
+        assert batch_service.claim_item(item_id, lease=600) == 1
+        age_claim(app, item_id, 10_000)
+        assert batch_service.claim_item(item_id, lease=600) == 2  # run 1 lost its claim
+        assert batch_service.release_abandoned(item_id, 1) is False
+        assert batch_service.release_abandoned(item_id, None) is False
+        assert db.session.get(BatchItem, item_id).state == "processing"
+        assert batch_service.release_abandoned(item_id, 2) is True
+        db.session.expire_all()
+        assert db.session.get(BatchItem, item_id).state == "queued"
+        assert batch_service.release_abandoned(item_id, 2) is True  # still needs a message
+
+
+def test_a_task_notes_its_item_before_claiming_and_drops_the_note_after(
+    cluster_app, model_service, sample_input, monkeypatch
+):
+    app = cluster_app()
+    upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
+    (item_id,) = item_ids(app)
+    claims = app.extensions["aoi"].batches.claims
+    seen = []
+    real_claim = batch_service.claim_item
+
+    def claim_item(*args, **kwargs):
+        def announce(attempt):
+            kwargs["announce"](attempt)
+            seen.append([(n.item_id, n.attempt) for n in claims.notes()])
+
+        return real_claim(*args, **{**kwargs, "announce": announce})
+
+    monkeypatch.setattr(batch_service, "claim_item", claim_item)
+    assert run_task(app, item_id) == "done"
+    assert seen == [[(item_id, 1)]]  # noted, with its run, before the claim
+    assert claims.notes() == []
+
+
 def test_single_uploads_count_against_the_cluster_cap(
     cluster_app, model_service, sample_input, redis_prefix
 ):
@@ -156,15 +301,24 @@ def test_single_uploads_count_against_the_cluster_cap(
 
 
 def test_a_batch_item_without_a_slot_goes_back_to_the_queue(
-    cluster_app, model_service, sample_input, redis_prefix
+    cluster_app, model_service, sample_input, redis_prefix, monkeypatch
 ):
     app = cluster_app(MODEL_MAX_CONCURRENCY=1, MODEL_GATE_WAIT=0.1)
     upload_batch(app.test_client(), [(sample_input, "a.jpg")], **{"async": "true"})
     (item_id,) = item_ids(app)
     holder = ClusterSemaphore(REDIS_URL, 1, lease_seconds=30, prefix=redis_prefix)
     token = holder.try_acquire()
-    with pytest.raises(Retry):
-        run_task(app, item_id)
+    task = app.extensions["celery"].tasks[TASK_NAME]
+    sent = []
+    monkeypatch.setattr(task, "apply_async", lambda *a, **options: sent.append(options))
+    task.push_request(id="m1", retries=0, called_directly=False, is_eager=False)
+    try:
+        with app.app_context(), pytest.raises(Retry):
+            task.run(item_id)
+    finally:
+        task.pop_request()
+    # To the back of the queue now: a countdown would park it in this worker.
+    assert [(options.get("countdown"), options.get("eta")) for options in sent] == [(0, None)]
     with app.app_context():
         item = db.session.get(BatchItem, item_id)
         assert (item.state, item.attempts) == ("queued", 0)  # it never ran

@@ -171,26 +171,34 @@ def run_item(results, item_id, *, lease=None, slot_wait=None):
     return work_item(results, item_id, attempt, slot_wait)
 
 
-def claim_item(item_id, lease=None):
+def claim_item(item_id, lease=None, announce=None):
     """Claim an item atomically (only one worker or process ever runs it); returns
-    the claim's attempt number, or None when it is not claimable."""
+    the claim's attempt number, or None when it is not claimable. `announce(attempt)`
+    is called just before the claim is made, with the number it will have
+    (distributed mode notes it, so that no claim is ever made unnoted)."""
     now = utc_now()
+    seen = db.session.execute(
+        select(BatchItem.state, BatchItem.attempts).where(BatchItem.id == item_id)
+    ).one_or_none()
+    if seen is None or seen.state not in ("queued", "processing"):
+        db.session.rollback()
+        return None
     claimable = BatchItem.state == "queued"
     if lease is not None:
         stale = now - timedelta(seconds=lease)
         claimable = or_(
             claimable, and_(BatchItem.state == "processing", BatchItem.started_at < stale)
         )
+    if announce is not None:
+        announce(seen.attempts + 1)
     claimed = db.session.execute(
         update(BatchItem)
-        .where(BatchItem.id == item_id, claimable)
+        .where(BatchItem.id == item_id, BatchItem.attempts == seen.attempts, claimable)
         .values(state="processing", started_at=now, attempts=BatchItem.attempts + 1)
         .execution_options(synchronize_session=False)
     ).rowcount
     commit_or_raise()
-    if not claimed:
-        return None
-    return db.session.scalar(select(BatchItem.attempts).where(BatchItem.id == item_id))
+    return seen.attempts + 1 if claimed else None
 
 
 def work_item(results, item_id, attempt, slot_wait=None):
@@ -398,6 +406,35 @@ def recover_unfinished(storage=None):
                 clear_result_dir(storage, item.result_dir)
     commit_or_raise()
     return [item.id for item in stale if item.state == "queued"]
+
+
+def release_abandoned(item_id, attempt):
+    """Distributed mode: after a worker exited holding the item's message (and, with
+    `attempt`, about to run or running that attempt), give the item back to the
+    queue: a run of that attempt goes back to `queued`, only while its claim still
+    owns the item. True when the item is now queued: it needs a new message (the
+    dead worker's is out of reach until its visibility timeout; a duplicate is
+    harmless). A run stays counted in `attempts` (it may have reached the model)."""
+    if attempt is not None:
+        db.session.execute(
+            update(BatchItem)
+            .where(
+                BatchItem.id == item_id,
+                BatchItem.attempts == attempt,
+                BatchItem.state == "processing",
+            )
+            .values(state="queued")
+            .execution_options(synchronize_session=False)
+        )
+    commit_or_raise()
+    state = db.session.scalar(select(BatchItem.state).where(BatchItem.id == item_id))
+    return state == "queued"
+
+
+def is_finished(item_id):
+    """Done or failed (or gone): nothing runs it any more."""
+    state = db.session.scalar(select(BatchItem.state).where(BatchItem.id == item_id))
+    return state not in ("queued", "processing")
 
 
 def orphaned_item_ids(lease):

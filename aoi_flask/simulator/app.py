@@ -374,7 +374,10 @@ def simulator_calls():
     counter = state().calls
     if request.method == "DELETE":
         counter.reset()
-    return jsonify(success=True, simulator=True, calls=counter.snapshot())
+    calls = counter.snapshot()
+    if request.args.get("timeline") == "true":
+        calls["timeline"] = counter.timeline()
+    return jsonify(success=True, simulator=True, calls=calls)
 
 
 @routes.route("/_simulator/config", methods=["GET", "POST"])

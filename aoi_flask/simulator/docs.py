@@ -28,7 +28,8 @@ ENDPOINTS = (
     (
         "get",
         "/_simulator/calls",
-        "Simulator only: model calls running now, the most at once, and in all",
+        "Simulator only: model calls running now, the most at once, and in all "
+        "(?timeline=true: when each finished call ran)",
     ),
     ("delete", "/_simulator/calls", "Simulator only: reset the call counters"),
 )

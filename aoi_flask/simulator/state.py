@@ -6,7 +6,9 @@ import json
 import shutil
 import tempfile
 import threading
+import time
 import weakref
+from collections import deque
 from pathlib import Path
 
 from .failures import FailurePicker
@@ -27,13 +29,20 @@ DEFAULT_MODEL = "segformer"
 
 class CallCounter:
     """Model calls in flight, the most seen at once, and the total: what a test of
-    a concurrency cap reads (GET /_simulator/calls)."""
+    a concurrency cap reads (GET /_simulator/calls). It also keeps when each call
+    ran (wall-clock start and end, the last TIMELINE_LENGTH calls), so a benchmark
+    can see when the service sat idle."""
+
+    TIMELINE_LENGTH = 100_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.active = self.peak = self.total = 0
+        self._running = threading.local()
+        self._timeline: deque = deque(maxlen=self.TIMELINE_LENGTH)
 
     def __enter__(self) -> None:
+        self._running.started = time.time()
         with self._lock:
             self.active += 1
             self.total += 1
@@ -42,14 +51,21 @@ class CallCounter:
     def __exit__(self, *exc) -> None:
         with self._lock:
             self.active -= 1
+            self._timeline.append((self._running.started, time.time()))
 
     def snapshot(self) -> dict:
         with self._lock:
             return {"active": self.active, "max_active": self.peak, "total": self.total}
 
+    def timeline(self) -> list:
+        """[start, end] of every finished call since the last reset (epoch seconds)."""
+        with self._lock:
+            return [list(span) for span in self._timeline]
+
     def reset(self) -> None:
         with self._lock:
             self.peak, self.total = self.active, 0
+            self._timeline.clear()
 
 
 class SimulatorState:
