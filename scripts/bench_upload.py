@@ -29,7 +29,6 @@ is `python scripts/load_test.py --model stub`.
 from __future__ import annotations
 
 import argparse
-import binascii
 import io
 import json
 import os
@@ -48,6 +47,7 @@ import bench_common as bc  # noqa: E402
 import model_stub  # noqa: E402
 
 from aoi_flask.services.imaging import png_size  # noqa: E402
+from aoi_flask.services.segformer import decode_base64  # noqa: E402
 
 TARGETS = {"p50": 60.0, "p95": 100.0, "ratio": 1.5, "batch_cpu": 80.0, "rss_ratio": 3.0}
 IMAGE_KEYS = ("combined_image", "mask_image", "overlay_image")
@@ -108,7 +108,7 @@ def floor_once(answer_bytes, input_bytes, folder):
     steps = {}
     steps["json parse"], body = timed(lambda: json.loads(answer_bytes.decode("utf-8")))
     steps["base64 decode"], pngs = timed(
-        lambda: [binascii.a2b_base64(body[key], strict_mode=True) for key in IMAGE_KEYS]
+        lambda: [decode_base64(body[key], key) for key in IMAGE_KEYS]
     )
     steps["PNG check (CRCs, inflate)"], _ = timed(lambda: [png_size(png) for png in pngs])
     steps["thumbnail"], thumb = timed(lambda: thumbnail(input_bytes))

@@ -100,12 +100,36 @@ class Limits:
     max_model_body_bytes: int | None = None  # None: the model service takes any size
 
 
+class CheckedInputs:
+    """The checks of batch inputs that this process accepted and will analyse soon,
+    so an input is decoded once, not again for its thumbnail when its turn comes.
+    Bounded (oldest dropped); a miss (another process, a restart, a retry) checks again."""
+
+    def __init__(self, limit=2000):
+        self.limit = limit
+        self._checks = {}
+        self._lock = threading.Lock()
+
+    def keep(self, accepted, size):
+        with self._lock:
+            self._checks[accepted.img_id] = (size, accepted.checked)
+            while len(self._checks) > self.limit:
+                del self._checks[next(iter(self._checks))]
+
+    def take(self, img_id, size):
+        """The kept check of this input (same id and byte size), or None."""
+        with self._lock:
+            kept_size, checked = self._checks.pop(img_id, (None, None))
+        return checked if kept_size == size else None
+
+
 class ResultsService:
     def __init__(self, storage, client, gate, limits):
         self.storage = storage
         self.client = client
         self.gate = gate
         self.limits = limits
+        self.checked_inputs = CheckedInputs()
 
     def analyse_upload(self, data, filename, trace=None):
         """A single upload: accept, analyse, store. On failure nothing is left behind.
@@ -181,7 +205,11 @@ class ResultsService:
     def process(self, accepted, data, *, batch_id=None, wait=None, trace=None):
         """Call the model and store the results. On failure the result files are
         removed; the saved input and the claimed id stay (a batch retries them)."""
-        checked = accepted.checked or self.check(data)
+        checked = (
+            accepted.checked
+            or self.checked_inputs.take(accepted.img_id, len(data))
+            or self.check(data)
+        )
         answer = self.client.analyse(
             data,
             model_call_name(accepted.img_id, checked),
