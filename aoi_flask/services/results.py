@@ -21,7 +21,7 @@ from ..models import CLASS_NAMES, DefectClass, Image, Region
 from . import derived
 from .imaging import MIME_TYPES, check_image, disk_name, display_name
 from .segformer import CLASS_KEY, upload_body_size
-from .storage import MB, RESULT_FILES, StorageError, utc_now
+from .storage import MB, StorageError, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,24 @@ class _GateSlot:
         with self.gate._lock:
             self.gate.active -= 1
         self.gate.release(self.token)
+
+
+@dataclass
+class StagedResults:
+    """An image's result files being written under temporary names."""
+
+    files: object  # storage.StagedFiles
+    paths: dict  # kind -> relative path once in place
+    size: int  # bytes of the five files
+
+    def commit(self):
+        try:
+            self.files.commit()
+        except OSError as exc:
+            raise storage_error(exc) from None
+
+    def discard(self):
+        self.files.discard()
 
 
 @dataclass
@@ -217,30 +235,38 @@ class ResultsService:
             slot=self.gate(wait),  # freed before the answer is decoded and checked
             size=(checked.width, checked.height),
             label=accepted.display_name,
+            # The files are written (to temporary names) while the PNG checks run.
+            while_checking=lambda answer: self._stage_results(
+                accepted.result_dir, answer, checked.thumbnail
+            ),
         )
-        model_name = self.client.model_label()
-        written = []
+        staged = answer.staged
         try:
-            paths = self._write_results(accepted.result_dir, answer, checked.thumbnail, written)
-            rows = image_rows(accepted, answer, paths, model_name, batch_id)
+            model_name = self.client.model_label()
+            staged.commit()
+            rows = image_rows(accepted, answer, staged.paths, model_name, batch_id)
             rows.image.update(trace or {})
-            rows.image["stored_bytes"] = len(data) + sum(written)
+            rows.image["stored_bytes"] = len(data) + staged.size
             insert_image(rows)
             image = rows.view()
         except Exception:
             stored = stored_anyway(accepted.img_id)
             if stored is None:
-                self.storage.remove(*(f"{accepted.result_dir}/{name}" for name in RESULT_FILES))
+                staged.discard()
+                self.storage.remove(*staged.paths.values())
                 raise
             log.warning("image %s: its commit failed to confirm but is stored", accepted.img_id)
             image = stored  # the commit went through; only its acknowledgement was lost
         except BaseException:
-            self.storage.remove(*(f"{accepted.result_dir}/{name}" for name in RESULT_FILES))
+            staged.discard()
+            self.storage.remove(*staged.paths.values())
             raise
         return StoredResult(image, answer)
 
-    def _write_results(self, result_dir, answer, thumbnail, written):
-        """All five files, each synced, then their folder: durable before the commit."""
+    def _stage_results(self, result_dir, answer, thumbnail):
+        """Start writing the five result files, each synced, to temporary names;
+        StagedResults.commit() renames them and syncs their folder (before the
+        database commit: durable once acknowledged)."""
         files = {
             "combined": ("combined.png", answer.images["combined"]),
             "mask": ("mask.png", answer.images["mask"]),
@@ -250,11 +276,12 @@ class ResultsService:
         }
         paths = {kind: f"{result_dir}/{name}" for kind, (name, _) in files.items()}
         try:
-            self.storage.write_files({paths[kind]: content for kind, (_, content) in files.items()})
+            staged = self.storage.stage_files(
+                {paths[kind]: content for kind, (_, content) in files.items()}
+            )
         except OSError as exc:
             raise storage_error(exc) from None
-        written.extend(len(content) for _, content in files.values())
-        return paths
+        return StagedResults(staged, paths, sum(len(content) for _, content in files.values()))
 
     def delete(self, img_id):
         image = get_image(img_id)

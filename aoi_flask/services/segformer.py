@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import pybase64
@@ -86,6 +86,13 @@ class ModelAnswer:
     height: int
     elapsed: float  # wall time of the HTTP exchange, seconds
     filename: object = None  # the name the service says it analysed
+    checks: dict = field(default_factory=dict, repr=False)  # PNG checks still running
+    staged: object = None  # what analyse()'s `while_checking` returned
+
+    def wait_checked(self):
+        """Wait for the PNG checks; the first broken image (answer order) raises."""
+        checks, self.checks = self.checks, {}
+        wait_for_checks(checks)
 
 
 def is_int(value):
@@ -147,9 +154,16 @@ class SegformerClient:
 
     # -- analysis ---------------------------------------------------------------
 
-    def analyse(self, data, filename, mime_type, slot=None, *, size=None, label=None):
+    def analyse(
+        self, data, filename, mime_type, slot=None, *, size=None, label=None, while_checking=None
+    ):
         """`slot` (a context manager, e.g. a ModelGate slot) is held only while the
         request is on the wire; the answer is decoded and checked after it is freed.
+
+        `while_checking(answer)`, when given, is called once the answer is decoded and
+        all but its PNG checks passed, while those run; what it returns is kept as
+        `answer.staged` and, if a check then fails, its `discard()` is called. The
+        caller uses it to write the result files meanwhile (renamed in place later).
 
         `filename` is the name sent, unique to the image: the service names its files
         by second + that name, so a shared name lets concurrent calls swap answers.
@@ -162,7 +176,7 @@ class SegformerClient:
             with slot or contextlib.nullcontext(), self.breaker.call():
                 reply = self._post_with_retries(data, filename, mime_type)
             answer = self._validate(reply)
-            check_belongs(answer, filename, expected_sizes(data, size))
+            confirm(answer, filename, expected_sizes(data, size), while_checking)
         except ModelServiceError as error:
             elapsed = time.monotonic() - started
             log.warning(
@@ -269,17 +283,23 @@ class SegformerClient:
             raise bad_response("the answer is not a JSON object")
         if body.get("success") is not True:
             raise bad_response(f"success is not true ({_error_text(body) or 'no message'})")
-        images = decode_images(body)
-        analysis = body.get("analysis_results")
-        width, height = validate_analysis(analysis)
-        total = sum(item["total_regions"] for item in analysis["classes"].values())
-        timing = body.get("processing_time")
-        if not is_number(timing):
-            timing = analysis.get("performance", {}).get("processing_time_seconds")
-        if not is_number(timing):
-            raise bad_response("processing_time is missing")
+        images, checks = decode_images(body)
+        try:
+            analysis = body.get("analysis_results")
+            width, height = validate_analysis(analysis)
+            total = sum(item["total_regions"] for item in analysis["classes"].values())
+            timing = body.get("processing_time")
+            if not is_number(timing):
+                timing = analysis.get("performance", {}).get("processing_time_seconds")
+            if not is_number(timing):
+                raise bad_response("processing_time is missing")
+        except ModelBadResponse:
+            wait_for_checks(checks)  # a broken image is reported first
+            raise
         echoed = body.get("filename")
-        return ModelAnswer(analysis, images, float(timing), total, width, height, 0.0, echoed)
+        answer = ModelAnswer(analysis, images, float(timing), total, width, height, 0.0, echoed)
+        answer.checks = checks
+        return answer
 
     # -- service information -------------------------------------------------------
 
@@ -364,6 +384,23 @@ def expected_sizes(data, size):
     return sizes
 
 
+def confirm(answer, sent_name, sizes, while_checking=None):
+    """The last checks of a decoded answer: that it is ours, then its PNGs, with
+    `while_checking(answer)` (see SegformerClient.analyse) run while those finish."""
+    try:
+        check_belongs(answer, sent_name, sizes)
+    except ModelBadResponse:
+        answer.wait_checked()  # a broken image is reported first
+        raise
+    answer.staged = while_checking(answer) if while_checking else None
+    try:
+        answer.wait_checked()
+    except ModelBadResponse:
+        if answer.staged is not None:
+            answer.staged.discard()
+        raise
+
+
 def check_belongs(answer, sent_name, sizes):
     """Refuse an answer that belongs to another call (the service mixes up calls that
     share a name within one second): its filename and image size must be ours."""
@@ -432,10 +469,11 @@ def decode_base64(value, field):
 
 
 def decode_images(body):
-    """The three PNGs of an answer, decoded and checked: structure, CRCs and inflated
-    size (png_size), never a pixel decode (that cost ~50 ms per image). The checks run
-    side by side while the next image is decoded; the first problem in answer order
-    is the one reported. Each base64 text is popped, so it is freed once decoded."""
+    """The three PNGs of an answer, decoded, and their checks started: structure, CRCs
+    and inflated size (png_size), never a pixel decode. Returns (images, checks):
+    the checks run side by side while the next image is decoded (and whatever the
+    caller does next); the first problem in answer order is the one reported. Each
+    base64 field is popped, so it is freed once decoded."""
     images, checks = {}, {}
     try:
         for name, key in RESULT_IMAGES.items():
@@ -444,8 +482,7 @@ def decode_images(body):
     except ModelBadResponse:
         wait_for_checks(checks)  # an earlier image's problem comes first
         raise
-    wait_for_checks(checks)
-    return images
+    return images, checks
 
 
 def wait_for_checks(checks):
