@@ -163,8 +163,8 @@ ADAM7 = (
 # encoder's IDAT chunks are often 8 KiB: one call each would take and give back the GIL
 # hundreds of times per image) and at most INFLATE_CHUNK inflated bytes per call, so
 # memory stays bounded whatever the image's size.
-INFLATE_INPUT = 1 << 16
-INFLATE_CHUNK = 1 << 18
+INFLATE_INPUT = 1 << 18
+INFLATE_CHUNK = 1 << 20
 
 
 def png_data_size(width, height, depth, colour, interlace):
