@@ -12,11 +12,13 @@ AOI_FSYNC=true) as subprocesses on loopback ports, then:
    (client time minus the model time the answer states, which is ~0 for the stub),
    p50/p95, and the agent's CPU per upload;
 2. the floor, timed in this process on the same answer bytes after each upload (so
-   both see the same machine): JSON parse, strict base64 decode, PNG structure check
-   (png_size: chunk CRCs and inflated size), the write of the same bytes (6 files,
-   each fsync'ed, and their folder) and the input's thumbnail; the overhead / floor
-   ratio, and the agent's CPU per upload next to the floor's CPU;
-3. the agent's CPU per image of a batch (POST /upload/batch of the sample input);
+   both see the same machine), with the agent's own functions, one after the other:
+   JSON parse (parse_json), strict base64 decode (decode_base64), PNG structure
+   check (png_size: chunk CRCs and inflated size), the write of the same bytes (6
+   files, each fsync'ed, and their folder) and the input's thumbnail; the overhead /
+   floor ratio, and the agent's CPU per upload next to the floor's CPU;
+3. the agent's CPU per image of a batch (POST /upload/batch of the sample input;
+   the median of --batches batches);
 4. the agent's peak RSS growth during one upload against the answer's size
    (VmRSS sampled every 2 ms; the first upload of a fresh agent, and the largest of
    the following ones).
@@ -29,7 +31,6 @@ is `python scripts/load_test.py --model stub`.
 from __future__ import annotations
 
 import argparse
-import binascii
 import io
 import json
 import os
@@ -48,6 +49,7 @@ import bench_common as bc  # noqa: E402
 import model_stub  # noqa: E402
 
 from aoi_flask.services.imaging import png_size  # noqa: E402
+from aoi_flask.services.segformer import decode_base64, parse_json  # noqa: E402
 
 TARGETS = {"p50": 60.0, "p95": 100.0, "ratio": 1.5, "batch_cpu": 80.0, "rss_ratio": 3.0}
 IMAGE_KEYS = ("combined_image", "mask_image", "overlay_image")
@@ -63,6 +65,7 @@ def parse_args(argv=None):
     parser.add_argument("--uploads", type=int, default=40, help="sequential uploads measured")
     parser.add_argument("--warm-up", type=int, default=3, help="uploads before the clock")
     parser.add_argument("--batch", type=int, default=12, help="files in the CPU-per-image batch")
+    parser.add_argument("--batches", type=int, default=3, help="batches measured (median)")
     parser.add_argument("--threads", type=int, default=8, help="waitress threads of the agent")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder and logs")
     return parser.parse_args(argv)
@@ -106,9 +109,9 @@ def floor_once(answer_bytes, input_bytes, folder):
     seconds of the whole pass (`cpu`: robust on a shared machine)."""
     cpu_started = time.process_time()
     steps = {}
-    steps["json parse"], body = timed(lambda: json.loads(answer_bytes.decode("utf-8")))
+    steps["json parse"], body = timed(lambda: parse_json(answer_bytes))
     steps["base64 decode"], pngs = timed(
-        lambda: [binascii.a2b_base64(body[key], strict_mode=True) for key in IMAGE_KEYS]
+        lambda: [decode_base64(body[key], key) for key in IMAGE_KEYS]
     )
     steps["PNG check (CRCs, inflate)"], _ = timed(lambda: [png_size(png) for png in pngs])
     steps["thumbnail"], thumb = timed(lambda: thumbnail(input_bytes))
@@ -219,7 +222,9 @@ def main(argv=None):
         floor, steps = summarise_floor(passes)
         floor_cpu = steps.pop("cpu")
         later_rss = max(measure_rss(session, agent, data, 5))
-        cpu_batch, batch_wall = measure_batch(session, agent, data, args.batch)
+        batches = [measure_batch(session, agent, data, args.batch) for _ in range(args.batches)]
+        cpu_batch = bc.percentile([cpu for cpu, _ in batches], 0.5)
+        batch_wall = bc.percentile([wall for _, wall in batches], 0.5)
 
         p50, p95 = (bc.percentile(overheads, q) * 1000 for q in (0.5, 0.95))
         print("\nfloor (this process, same answer, one pass after each upload; p50):")
@@ -233,8 +238,9 @@ def main(argv=None):
             f"{floor_cpu * 1000:.1f} ms (ratio {cpu_upload / floor_cpu:.2f}x)"
         )
         print(
-            f"  batch of {args.batch}: {batch_wall:.2f} s, agent CPU per image "
-            f"{cpu_batch * 1000:.1f} ms ({1 / cpu_batch:.1f} answers/s per process)"
+            f"  batch of {args.batch} (median of {args.batches}): {batch_wall:.2f} s, agent CPU "
+            f"per image {cpu_batch * 1000:.1f} ms ({1 / cpu_batch:.1f} answers/s per process); "
+            f"each: {', '.join(f'{cpu * 1000:.0f}' for cpu, _ in batches)} ms"
         )
         print(
             f"  peak RSS growth of one upload: first {first_rss:.1f} MB, later max "

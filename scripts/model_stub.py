@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
 INPUT = DATA / "segformer_input.jpeg"
+ANALYSIS = ROOT / "aoi_flask" / "data" / "sample_analysis.json"
 SENT_NAME = re.compile(rb'name="image"; filename="([^"]*)"')
 MODEL_INFO = {
     "success": True,
@@ -80,7 +82,7 @@ def answer_parts(pngs=None, processing_time=0.0):
         "mask_image": base64.b64encode(pngs["mask"]).decode("ascii"),
         "total_defects": 7,
         "processing_time": processing_time,
-        "analysis_results": json.loads((DATA / "sample_analysis.json").read_bytes()),
+        "analysis_results": json.loads(ANALYSIS.read_bytes()),
         "timestamp": "20260224_173819",
     }
     text = json.dumps(body).encode("ascii")

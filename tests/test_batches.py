@@ -86,6 +86,40 @@ def test_async_batch_answers_202_and_progress_is_observable(
     assert done["finished_at"].endswith("Z")
 
 
+def test_each_batch_input_is_decoded_once(client, model_service, sample_input, monkeypatch):
+    """Checked when the batch is uploaded; that check (size, thumbnail) is reused when
+    the file's turn comes, not redone (a second JPEG decode per image)."""
+    from aoi_flask.services import results as results_module
+
+    checked = []
+    real_check = results_module.check_image
+    monkeypatch.setattr(
+        results_module,
+        "check_image",
+        lambda data, **kw: checked.append(1) or real_check(data, **kw),
+    )
+    body = upload_batch(client, [(sample_input, "a.jpg"), (image_bytes("PNG"), "b.png")]).get_json()
+    assert body["processed"] == 2
+    assert len(checked) == 2
+    ids = [r["img_unique_id"] for r in body["results"]]
+    thumbnails = [client.get(f"/download/image/{img_id}/thumbnail") for img_id in ids]
+    assert all(t.status_code == 200 and t.data.startswith(b"\xff\xd8") for t in thumbnails)
+
+
+def test_a_retried_file_is_checked_again(app, sample_input):
+    """The kept check is taken once: a retry (or another process) checks the input anew."""
+    from aoi_flask.services.results import Accepted, CheckedInputs
+
+    kept = CheckedInputs(limit=2)
+    accepted = [Accepted(f"id{i}", "d", "p", "n", checked=f"check{i}") for i in range(3)]
+    for item in accepted:
+        kept.keep(item, 10)
+    assert kept.take("id0", 10) is None  # the oldest was dropped (limit 2)
+    assert kept.take("id1", 11) is None  # other bytes than were checked
+    assert kept.take("id2", 10) == "check2"
+    assert kept.take("id2", 10) is None
+
+
 def test_failed_files_are_retried_after_the_model_recovers(
     app, client, requests_mock, sample_answer, sample_input, storage_root
 ):

@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from datetime import datetime
@@ -140,6 +141,35 @@ def test_an_upload_is_synced_before_its_commit(
     for path in stored:  # each folder is synced after its file was renamed into it
         last_rename = max(i for i, (kind, p) in enumerate(before) if p == str(path))
         assert ("fsync", str(path.parent)) in before[last_rename:]
+
+
+def test_files_are_staged_while_the_png_checks_run_and_dropped_if_one_fails(
+    app, client, model_service, sample_input, storage_root, monkeypatch
+):
+    """The result files are written (temporary names) while the PNG checks run; a
+    check that then fails leaves nothing behind, temporary files included."""
+    from aoi_flask.services import segformer
+
+    staging = threading.Event()
+    real_write_temp = Storage.write_temp
+
+    def write_temp(self, target, data):
+        if "/results/" in str(target):
+            staging.set()
+        return real_write_temp(self, target, data)
+
+    def png_check(data):
+        assert staging.wait(10), "the result files were not written while the checks ran"
+        raise ValueError("broken")
+
+    monkeypatch.setattr(Storage, "write_temp", write_temp)
+    monkeypatch.setattr(segformer, "png_size", png_check)
+    response = upload(client, sample_input)
+    assert response.status_code == 502, response.get_json()
+    assert response.get_json()["code"] == "MODEL_BAD_RESPONSE"
+    assert staging.is_set()
+    assert [p for p in (storage_root / "results").rglob("*") if p.is_file()] == []
+    assert [p for p in (storage_root / "uploads").rglob("*") if p.is_file()] == []
 
 
 def test_fsync_off_skips_it(tmp_path, monkeypatch):

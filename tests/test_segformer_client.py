@@ -1,7 +1,10 @@
 """The model-service client on its own: retries, backoff, validation, identity."""
 
+import json
+import math
 import threading
 
+import msgspec
 import pytest
 import requests
 from conftest import MODEL_HEALTH, MODEL_INFO, MODEL_URL
@@ -14,6 +17,8 @@ from aoi_flask.services.segformer import (
     ModelTimeout,
     ModelUnavailable,
     SegformerClient,
+    decode_base64,
+    parse_json,
 )
 
 
@@ -162,3 +167,80 @@ def test_the_model_slot_is_freed_before_the_answer_is_checked(
     requests_mock.post(f"{MODEL_URL}/upload", json=echo(sample_answer))
     answer = client.analyse(b"jpeg bytes", "upload.jpg", "image/jpeg", slot=Slot())
     assert answer.total_defects == 7
+
+
+# ---- reading the answer: msgspec first, the standard json for what it refuses ----------
+
+
+def test_the_images_stay_views_into_the_answer_and_decode_from_there():
+    body = json.dumps({"success": True, "mask_image": "QUJD", "analysis_results": {"a": 1.5}})
+    parsed = parse_json(body.encode())
+    assert isinstance(parsed["mask_image"], msgspec.Raw)
+    assert parsed["success"] is True and parsed["analysis_results"] == {"a": 1.5}
+    assert decode_base64(parsed["mask_image"], "mask_image") == b"ABC"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"\xef\xbb\xbf" + b'{"a": 1}', {"a": 1}),  # UTF-8 byte-order mark
+        ('{"a": "\u00e9"}'.encode("utf-16"), {"a": "\u00e9"}),
+        (b'{"a": 1e400}', {"a": math.inf}),
+    ],
+)
+def test_what_msgspec_refuses_is_read_by_the_standard_json(body, expected):
+    assert parse_json(body) == expected
+
+
+def test_nan_is_read_as_json_reads_it():
+    """The region checks then refuse it, as before (finite numbers only)."""
+    parsed = parse_json(b'{"a": NaN, "b": 1}')
+    assert math.isnan(parsed["a"]) and parsed["b"] == 1
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"a": 1} trailing', b"", b'{"a": "\xff"}'])
+def test_a_body_that_is_not_json_reads_as_none(body):
+    assert parse_json(body) is None
+
+
+def test_a_top_level_that_is_not_an_object_reads_as_json_does():
+    assert parse_json(b"[1, 2]") == [1, 2]
+    assert parse_json(b'"text"') == "text"
+
+
+@pytest.mark.parametrize(("text", "expected"), [(b'"QUJD"', b"ABC"), (b'"QUJDRA=="', b"ABCD")])
+def test_base64_in_place(text, expected):
+    assert decode_base64(msgspec.Raw(text), "mask_image") == expected
+
+
+def test_escaped_base64_is_read_as_json_first():
+    """JSON may escape '/' as '\\/': not base64 in place, but the same text once read."""
+    raw = msgspec.Raw(b'"ab\\/c"')
+    assert decode_base64(raw, "mask_image") == decode_base64("ab/c", "mask_image")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'""', "is missing"),
+        (b"null", "is missing"),
+        (b"12", "is missing"),
+        (b'"QUJ"', "not valid base64"),  # length not a multiple of 4
+        (b'"QU=D"', "not valid base64"),
+        (b'"QUJD\\n"', "not valid base64"),  # a newline: refused in strict mode
+        (b'"QUJD="', "not valid base64"),  # padding after a full group
+        ('"QUJ\u00e9"'.encode(), "not valid base64"),
+    ],
+)
+def test_base64_verdicts(raw, reason):
+    for value in (msgspec.Raw(raw), msgspec.json.decode(raw)):
+        with pytest.raises(ModelBadResponse, match=reason):
+            decode_base64(value, "mask_image")
+
+
+def test_an_answer_with_escaped_slashes_is_accepted(requests_mock, client, sample_answer):
+    """A JSON encoder that writes '/' as '\\/' (PHP, some Java ones) is fine."""
+    body = json.dumps({**sample_answer, "filename": "upload.jpg"}).replace("/", "\\/")
+    requests_mock.post(f"{MODEL_URL}/upload", text=body)
+    answer = analyse(client)
+    assert answer.images["mask"].startswith(b"\x89PNG")

@@ -169,6 +169,16 @@ def set_path(path, value):
     return change
 
 
+def damaged_png(key, damage):
+    """The answer's PNG in `key`, still valid base64, its bytes damaged."""
+
+    def change(answer):
+        png = base64.b64decode(answer[key])
+        answer[key] = base64.b64encode(damage(png)).decode()
+
+    return change
+
+
 def drop_class(answer):
     del answer["analysis_results"]["classes"]["1_PI_Particle"]["regions"][0]
 
@@ -178,6 +188,10 @@ BAD_ANSWERS = {
     "truncated base64": lambda a: a.update(overlay_image=a["overlay_image"][:1001]),
     "not base64": set_path(["mask_image"], "!!not base64!!"),
     "jpeg not png": set_path(["mask_image"], base64.b64encode(image_bytes("JPEG")).decode()),
+    # Refused by the PNG check, which finishes after the files were staged (discarded).
+    "png cut in half": damaged_png("combined_image", lambda png: png[: len(png) // 2]),
+    "png bad crc": damaged_png("overlay_image", lambda png: png[:100] + b"\x00" + png[101:]),
+    "png without iend": damaged_png("mask_image", lambda png: png[:-12]),
     "missing combined": lambda a: a.pop("combined_image"),
     "no analysis": lambda a: a.pop("analysis_results"),
     "no classes": set_path(["analysis_results", "classes"], {}),

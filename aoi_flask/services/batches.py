@@ -125,6 +125,7 @@ def create_batch(results, files, trace=None):
             item.result_dir = accepted.result_dir
             item.state = "queued"
             accepted_items.append(accepted)
+            results.checked_inputs.keep(accepted, len(data))
         batch.items.append(item)
     db.session.add(batch)
     try:

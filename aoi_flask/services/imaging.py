@@ -2,11 +2,13 @@
 
 import io
 import re
+import struct
 import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
 from PIL import Image, ImageOps
+from zlib_ng import zlib_ng
 
 from ..errors import ApiError
 
@@ -157,6 +159,11 @@ ADAM7 = (
     (1, 0, 2, 2),
     (0, 1, 1, 2),
 )
+# The IDAT data is inflated in pieces of about INFLATE_INPUT compressed bytes (an
+# encoder's IDAT chunks are often 8 KiB: one call each would take and give back the GIL
+# hundreds of times per image) and at most INFLATE_CHUNK inflated bytes per call, so
+# memory stays bounded whatever the image's size.
+INFLATE_INPUT = 1 << 18
 INFLATE_CHUNK = 1 << 20
 
 
@@ -177,23 +184,22 @@ def png_data_size(width, height, depth, colour, interlace):
 def png_size(data):
     """Check a PNG's structure without decoding pixels; returns (width, height).
 
-    Walks every chunk (CRCs checked), reads IHDR, streams IDAT through zlib in
-    bounded pieces and requires exactly the size IHDR implies, and IEND. Raises
-    ValueError on anything else: cheaper than a full decode by ~60x, same verdicts."""
-    import struct
-    import zlib
-
+    Walks every chunk (CRCs checked), reads IHDR, inflates the IDAT data in bounded
+    pieces (zlib-ng: the zlib format, its Adler-32 checked, ~2x the speed of the
+    standard zlib) and requires exactly the size IHDR implies, and IEND. Raises
+    ValueError on anything else. Bytes after the end of the zlib stream are ignored,
+    as libpng and Pillow do."""
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG")
     view = memoryview(data)
-    pos, header, inflater, produced, expected, ended = 8, None, None, 0, None, False
+    pos, header, idat, ended = 8, None, None, False
     while pos + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         end = pos + 12 + length
         if end > len(data):
             raise ValueError("chunk runs past the end")
         (crc,) = struct.unpack_from(">I", data, end - 4)
-        if zlib.crc32(view[pos + 4 : pos + 8 + length]) != crc:
+        if zlib_ng.crc32(view[pos + 4 : pos + 8 + length]) != crc:
             raise ValueError(f"bad CRC in {kind!r}")
         body = view[pos + 8 : pos + 8 + length]
         if header is None:
@@ -205,29 +211,60 @@ def png_size(data):
                 raise ValueError("bad IHDR")
             if method or filt or interlace not in (0, 1):
                 raise ValueError("bad IHDR")
-            expected = png_data_size(width, height, depth, colour, interlace)
-            inflater = zlib.decompressobj()
+            idat = InflatedSize(png_data_size(width, height, depth, colour, interlace))
         elif kind == b"IDAT":
-            produced += inflate_count(inflater, body, expected - produced)
+            idat.add(body)
         elif kind == b"IEND":
             ended = True
             break
         pos = end
     if header is None or not ended:
         raise ValueError("no IEND chunk (truncated)")
-    produced += len(inflater.flush())
-    if not inflater.eof or produced != expected:
-        raise ValueError(f"image data inflates to {produced} bytes, not {expected}")
+    idat.finish()
     return header[0], header[1]
 
 
-def inflate_count(inflater, body, room):
-    """Inflate `body` in bounded pieces, counting bytes; never more than `room` (+1)."""
-    produced, pending = 0, body
-    while pending:
-        out = inflater.decompress(pending, INFLATE_CHUNK)
-        produced += len(out)
-        if produced > room:
-            raise ValueError("image data inflates to more than IHDR says")
-        pending = inflater.unconsumed_tail
-    return produced
+class InflatedSize:
+    """Inflates a zlib stream fed in pieces, counting its bytes without keeping them.
+
+    `finish()` raises ValueError unless the stream ended (its Adler-32 checked) and
+    inflated to exactly `expected` bytes; more than `expected` is refused as soon as
+    it is seen. Bytes after the stream's end are ignored."""
+
+    def __init__(self, expected):
+        self.expected = expected
+        self.produced = 0
+        self._inflater = zlib_ng.decompressobj()
+        self._pending = []
+        self._pending_size = 0
+
+    def add(self, piece):
+        self._pending.append(piece)
+        self._pending_size += len(piece)
+        if self._pending_size >= INFLATE_INPUT:
+            self._inflate()
+
+    def finish(self):
+        self._inflate()
+        try:
+            self.produced += len(self._inflater.flush())
+        except zlib_ng.error as exc:
+            raise ValueError(f"image data does not inflate: {exc}") from None
+        if not self._inflater.eof:
+            raise ValueError("image data ends before its zlib stream does (truncated)")
+        if self.produced != self.expected:
+            raise ValueError(f"image data inflates to {self.produced} bytes, not {self.expected}")
+
+    def _inflate(self):
+        pieces, self._pending, self._pending_size = self._pending, [], 0
+        if not pieces:
+            return
+        pending = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        try:
+            while pending:
+                self.produced += len(self._inflater.decompress(pending, INFLATE_CHUNK))
+                if self.produced > self.expected:
+                    raise ValueError("image data inflates to more than IHDR says")
+                pending = self._inflater.unconsumed_tail
+        except zlib_ng.error as exc:
+            raise ValueError(f"image data does not inflate: {exc}") from None

@@ -21,7 +21,7 @@ from ..models import CLASS_NAMES, DefectClass, Image, Region
 from . import derived
 from .imaging import MIME_TYPES, check_image, disk_name, display_name
 from .segformer import CLASS_KEY, upload_body_size
-from .storage import MB, RESULT_FILES, StorageError, utc_now
+from .storage import MB, StorageError, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,24 @@ class _GateSlot:
 
 
 @dataclass
+class StagedResults:
+    """An image's result files being written under temporary names."""
+
+    files: object  # storage.StagedFiles
+    paths: dict  # kind -> relative path once in place
+    size: int  # bytes of the five files
+
+    def commit(self):
+        try:
+            self.files.commit()
+        except OSError as exc:
+            raise storage_error(exc) from None
+
+    def discard(self):
+        self.files.discard()
+
+
+@dataclass
 class StoredResult:
     image: Image
     answer: object  # the validated ModelAnswer
@@ -100,12 +118,36 @@ class Limits:
     max_model_body_bytes: int | None = None  # None: the model service takes any size
 
 
+class CheckedInputs:
+    """The checks of batch inputs that this process accepted and will analyse soon,
+    so an input is decoded once, not again for its thumbnail when its turn comes.
+    Bounded (oldest dropped); a miss (another process, a restart, a retry) checks again."""
+
+    def __init__(self, limit=2000):
+        self.limit = limit
+        self._checks = {}
+        self._lock = threading.Lock()
+
+    def keep(self, accepted, size):
+        with self._lock:
+            self._checks[accepted.img_id] = (size, accepted.checked)
+            while len(self._checks) > self.limit:
+                del self._checks[next(iter(self._checks))]
+
+    def take(self, img_id, size):
+        """The kept check of this input (same id and byte size), or None."""
+        with self._lock:
+            kept_size, checked = self._checks.pop(img_id, (None, None))
+        return checked if kept_size == size else None
+
+
 class ResultsService:
     def __init__(self, storage, client, gate, limits):
         self.storage = storage
         self.client = client
         self.gate = gate
         self.limits = limits
+        self.checked_inputs = CheckedInputs()
 
     def analyse_upload(self, data, filename, trace=None):
         """A single upload: accept, analyse, store. On failure nothing is left behind.
@@ -181,7 +223,11 @@ class ResultsService:
     def process(self, accepted, data, *, batch_id=None, wait=None, trace=None):
         """Call the model and store the results. On failure the result files are
         removed; the saved input and the claimed id stay (a batch retries them)."""
-        checked = accepted.checked or self.check(data)
+        checked = (
+            accepted.checked
+            or self.checked_inputs.take(accepted.img_id, len(data))
+            or self.check(data)
+        )
         answer = self.client.analyse(
             data,
             model_call_name(accepted.img_id, checked),
@@ -189,30 +235,38 @@ class ResultsService:
             slot=self.gate(wait),  # freed before the answer is decoded and checked
             size=(checked.width, checked.height),
             label=accepted.display_name,
+            # The files are written (to temporary names) while the PNG checks run.
+            while_checking=lambda answer: self._stage_results(
+                accepted.result_dir, answer, checked.thumbnail
+            ),
         )
-        model_name = self.client.model_label()
-        written = []
+        staged = answer.staged
         try:
-            paths = self._write_results(accepted.result_dir, answer, checked.thumbnail, written)
-            rows = image_rows(accepted, answer, paths, model_name, batch_id)
+            model_name = self.client.model_label()
+            staged.commit()
+            rows = image_rows(accepted, answer, staged.paths, model_name, batch_id)
             rows.image.update(trace or {})
-            rows.image["stored_bytes"] = len(data) + sum(written)
+            rows.image["stored_bytes"] = len(data) + staged.size
             insert_image(rows)
             image = rows.view()
         except Exception:
             stored = stored_anyway(accepted.img_id)
             if stored is None:
-                self.storage.remove(*(f"{accepted.result_dir}/{name}" for name in RESULT_FILES))
+                staged.discard()
+                self.storage.remove(*staged.paths.values())
                 raise
             log.warning("image %s: its commit failed to confirm but is stored", accepted.img_id)
             image = stored  # the commit went through; only its acknowledgement was lost
         except BaseException:
-            self.storage.remove(*(f"{accepted.result_dir}/{name}" for name in RESULT_FILES))
+            staged.discard()
+            self.storage.remove(*staged.paths.values())
             raise
         return StoredResult(image, answer)
 
-    def _write_results(self, result_dir, answer, thumbnail, written):
-        """All five files, each synced, then their folder: durable before the commit."""
+    def _stage_results(self, result_dir, answer, thumbnail):
+        """Start writing the five result files, each synced, to temporary names;
+        StagedResults.commit() renames them and syncs their folder (before the
+        database commit: durable once acknowledged)."""
         files = {
             "combined": ("combined.png", answer.images["combined"]),
             "mask": ("mask.png", answer.images["mask"]),
@@ -222,11 +276,12 @@ class ResultsService:
         }
         paths = {kind: f"{result_dir}/{name}" for kind, (name, _) in files.items()}
         try:
-            self.storage.write_files({paths[kind]: content for kind, (_, content) in files.items()})
+            staged = self.storage.stage_files(
+                {paths[kind]: content for kind, (_, content) in files.items()}
+            )
         except OSError as exc:
             raise storage_error(exc) from None
-        written.extend(len(content) for _, content in files.values())
-        return paths
+        return StagedResults(staged, paths, sum(len(content) for _, content in files.values()))
 
     def delete(self, img_id):
         image = get_image(img_id)

@@ -4,7 +4,6 @@ Every answer is validated completely before anything is stored, so a model
 that answers garbage can never leave a half-stored result behind.
 """
 
-import binascii
 import contextlib
 import io
 import json
@@ -15,11 +14,12 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import msgspec
+import pybase64
 import requests
 from PIL import Image
-from requests.utils import guess_json_utf
 from werkzeug.utils import secure_filename
 
 from ..errors import ApiError
@@ -32,9 +32,11 @@ RETRY_STATUSES = {502, 503, 504}
 CLASS_KEY = re.compile(r"^(\d+)_(\w+)$")
 REGION_FLOATS = ("perimeter", "major_axis", "minor_axis", "circularity", "aspect_ratio")
 RESULT_IMAGES = {"combined": "combined_image", "mask": "mask_image", "overlay": "overlay_image"}
-# An answer is ~13 MB of JSON: read it in large pieces (requests' default is 10 KB).
-READ_CHUNK = 1 << 20
-# Inflating the three PNGs to check their size is most of an answer's cost; zlib
+IMAGE_KEYS = frozenset(RESULT_IMAGES.values())
+# An answer's top-level fields, each left as its JSON text (a view, not a copy).
+ANSWER_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+QUOTE = ord('"')
+# Inflating the three PNGs to check their size is most of an answer's cost; zlib-ng
 # releases the GIL, so the three run side by side (one upload's latency, not its CPU).
 PNG_CHECKS = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="aoi-png")
 
@@ -84,6 +86,13 @@ class ModelAnswer:
     height: int
     elapsed: float  # wall time of the HTTP exchange, seconds
     filename: object = None  # the name the service says it analysed
+    checks: dict = field(default_factory=dict, repr=False)  # PNG checks still running
+    staged: object = None  # what analyse()'s `while_checking` returned
+
+    def wait_checked(self):
+        """Wait for the PNG checks; the first broken image (answer order) raises."""
+        checks, self.checks = self.checks, {}
+        wait_for_checks(checks)
 
 
 def is_int(value):
@@ -145,9 +154,16 @@ class SegformerClient:
 
     # -- analysis ---------------------------------------------------------------
 
-    def analyse(self, data, filename, mime_type, slot=None, *, size=None, label=None):
+    def analyse(
+        self, data, filename, mime_type, slot=None, *, size=None, label=None, while_checking=None
+    ):
         """`slot` (a context manager, e.g. a ModelGate slot) is held only while the
         request is on the wire; the answer is decoded and checked after it is freed.
+
+        `while_checking(answer)`, when given, is called once the answer is decoded and
+        all but its PNG checks passed, while those run; what it returns is kept as
+        `answer.staged` and, if a check then fails, its `discard()` is called. The
+        caller uses it to write the result files meanwhile (renamed in place later).
 
         `filename` is the name sent, unique to the image: the service names its files
         by second + that name, so a shared name lets concurrent calls swap answers.
@@ -160,7 +176,7 @@ class SegformerClient:
             with slot or contextlib.nullcontext(), self.breaker.call():
                 reply = self._post_with_retries(data, filename, mime_type)
             answer = self._validate(reply)
-            check_belongs(answer, filename, expected_sizes(data, size))
+            confirm(answer, filename, expected_sizes(data, size), while_checking)
         except ModelServiceError as error:
             elapsed = time.monotonic() - started
             log.warning(
@@ -195,7 +211,7 @@ class SegformerClient:
                     stream=True,
                 )
                 with response:
-                    reply = Reply(response.status_code, parse_json(read_text(response)))
+                    reply = Reply(response.status_code, parse_json(read_body(response)))
             except requests.Timeout as exc:
                 if last:
                     raise self._timeout_error(exc) from None
@@ -267,17 +283,23 @@ class SegformerClient:
             raise bad_response("the answer is not a JSON object")
         if body.get("success") is not True:
             raise bad_response(f"success is not true ({_error_text(body) or 'no message'})")
-        images = decode_images(body)
-        analysis = body.get("analysis_results")
-        width, height = validate_analysis(analysis)
-        total = sum(item["total_regions"] for item in analysis["classes"].values())
-        timing = body.get("processing_time")
-        if not is_number(timing):
-            timing = analysis.get("performance", {}).get("processing_time_seconds")
-        if not is_number(timing):
-            raise bad_response("processing_time is missing")
+        images, checks = decode_images(body)
+        try:
+            analysis = body.get("analysis_results")
+            width, height = validate_analysis(analysis)
+            total = sum(item["total_regions"] for item in analysis["classes"].values())
+            timing = body.get("processing_time")
+            if not is_number(timing):
+                timing = analysis.get("performance", {}).get("processing_time_seconds")
+            if not is_number(timing):
+                raise bad_response("processing_time is missing")
+        except ModelBadResponse:
+            wait_for_checks(checks)  # a broken image is reported first
+            raise
         echoed = body.get("filename")
-        return ModelAnswer(analysis, images, float(timing), total, width, height, 0.0, echoed)
+        answer = ModelAnswer(analysis, images, float(timing), total, width, height, 0.0, echoed)
+        answer.checks = checks
+        return answer
 
     # -- service information -------------------------------------------------------
 
@@ -362,6 +384,23 @@ def expected_sizes(data, size):
     return sizes
 
 
+def confirm(answer, sent_name, sizes, while_checking=None):
+    """The last checks of a decoded answer: that it is ours, then its PNGs, with
+    `while_checking(answer)` (see SegformerClient.analyse) run while those finish."""
+    try:
+        check_belongs(answer, sent_name, sizes)
+    except ModelBadResponse:
+        answer.wait_checked()  # a broken image is reported first
+        raise
+    answer.staged = while_checking(answer) if while_checking else None
+    try:
+        answer.wait_checked()
+    except ModelBadResponse:
+        if answer.staged is not None:
+            answer.staged.discard()
+        raise
+
+
 def check_belongs(answer, sent_name, sizes):
     """Refuse an answer that belongs to another call (the service mixes up calls that
     share a name within one second): its filename and image size must be ours."""
@@ -378,42 +417,63 @@ def check_belongs(answer, sent_name, sizes):
         )
 
 
-def read_text(response):
-    """The body as text, read in large pieces into one buffer (no list of small
-    chunks joined at the end); None when it is not text."""
-    buffer = bytearray()
-    for piece in response.iter_content(READ_CHUNK):
-        buffer += piece
-    try:
-        return buffer.decode(guess_json_utf(bytes(buffer[:4])) or "utf-8")
-    except (UnicodeDecodeError, LookupError):
-        return None
+def read_body(response):
+    """The whole body. `iter_content(None)` has urllib3 read a sized body in one piece
+    straight off the socket (fixed-size pieces are copied through its buffer twice),
+    and still turns read errors into requests' exceptions."""
+    return b"".join(response.iter_content(None))
 
 
-def parse_json(text):
-    if text is None:
-        return None
+def parse_json(body):
+    """The body's JSON, or None when it is not JSON.
+
+    msgspec splits the top-level object into its fields without copying them: the
+    three base64 images stay views into `body` (decode_base64 reads them from there;
+    no 13 MB of text is built), every other field is parsed. Whatever msgspec refuses
+    (not an object, NaN, a byte-order mark, UTF-16 ...) goes to the standard json,
+    so what is accepted and how it reads stay json's."""
     try:
-        return json.loads(text)
-    except ValueError:
+        fields = ANSWER_FIELDS.decode(body)
+        return {
+            key: raw if key in IMAGE_KEYS else msgspec.json.decode(raw)
+            for key, raw in fields.items()
+        }
+    except msgspec.DecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except ValueError:  # UnicodeDecodeError included
         return None
 
 
 def decode_base64(value, field):
+    """A base64 field's bytes: strict (only the alphabet, correct padding), with
+    pybase64's SIMD decoder (~50x binascii). A field still in its JSON form (a
+    msgspec.Raw view into the answer) is decoded in place when it is a plain string;
+    anything else (escapes, another type) is read as JSON first."""
+    if isinstance(value, msgspec.Raw):
+        text = memoryview(value)
+        if len(text) > 2 and text[0] == text[-1] == QUOTE:
+            with contextlib.suppress(ValueError):
+                return pybase64.b64decode(text[1:-1], validate=True)
+        try:
+            value = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            raise bad_response(f"{field} is not valid base64") from None
     if not isinstance(value, str) or not value:
         raise bad_response(f"{field} is missing")
     try:
-        # Same as b64decode(validate=True), without first copying the text to bytes.
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError):
+        return pybase64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error is one
         raise bad_response(f"{field} is not valid base64") from None
 
 
 def decode_images(body):
-    """The three PNGs of an answer, decoded and checked: structure, CRCs and inflated
-    size (png_size), never a pixel decode (that cost ~50 ms per image). The checks run
-    side by side while the next image is decoded; the first problem in answer order
-    is the one reported. Each base64 text is popped, so it is freed once decoded."""
+    """The three PNGs of an answer, decoded, and their checks started: structure, CRCs
+    and inflated size (png_size), never a pixel decode. Returns (images, checks):
+    the checks run side by side while the next image is decoded (and whatever the
+    caller does next); the first problem in answer order is the one reported. Each
+    base64 field is popped, so it is freed once decoded."""
     images, checks = {}, {}
     try:
         for name, key in RESULT_IMAGES.items():
@@ -422,8 +482,7 @@ def decode_images(body):
     except ModelBadResponse:
         wait_for_checks(checks)  # an earlier image's problem comes first
         raise
-    wait_for_checks(checks)
-    return images
+    return images, checks
 
 
 def wait_for_checks(checks):

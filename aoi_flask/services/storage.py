@@ -47,6 +47,47 @@ def sync_dir(path):
         os.close(fd)
 
 
+class StagedFiles:
+    """Files being written to temporary names by Storage.stage_files()."""
+
+    def __init__(self, storage, relpaths, writes, changed):
+        self.storage = storage
+        self.relpaths = relpaths
+        self._writes = writes  # target path -> future of its temporary file
+        self._changed = changed
+
+    def _finished(self):
+        """Wait for every write: (the first failure or None, [(temp, target)] written)."""
+        failures = [write.exception() for write in self._writes.values() if write.exception()]
+        staged = [
+            (write.result(), target)
+            for target, write in self._writes.items()
+            if not write.exception()
+        ]
+        return (failures[0] if failures else None), staged
+
+    def commit(self):
+        failure, staged = self._finished()
+        changed = set(self._changed)
+        try:
+            if failure is not None:
+                raise failure
+            for tmp, target in staged:
+                os.replace(tmp, target)
+                changed.add(target.parent)
+            self.storage.sync_dirs(changed)
+        except BaseException:
+            for tmp, _ in staged:
+                Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.relpaths
+
+    def discard(self):
+        _, staged = self._finished()
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+
+
 class Storage:
     def __init__(self, root, *, fsync=True):
         self.root = Path(root).resolve()
@@ -90,31 +131,21 @@ class Storage:
         return relpath
 
     def write_files(self, files):
-        """Write {relpath: bytes} atomically: each to a temporary file, synced (side by
-        side: the disk merges concurrent syncs into one journal commit), then all
-        renamed, then each folder touched synced once. When it returns, every file and
-        its directory entry are on disk (with fsync on)."""
+        """Write {relpath: bytes} atomically; when it returns, every file and its
+        directory entry are on disk (with fsync on)."""
+        return self.stage_files(files).commit()
+
+    def stage_files(self, files):
+        """Start writing {relpath: bytes}, each to a temporary file beside its target,
+        synced, side by side in the background (the disk merges concurrent syncs into
+        one journal commit). `commit()` then renames them all and syncs each folder
+        touched once; `discard()` removes them. Nothing is in place before commit()."""
         writes, changed = {}, set()
         for relpath, data in files.items():
             target = self.path(relpath)
             changed |= self.make_dirs(target.parent)
             writes[target] = WRITERS.submit(self.write_temp, target, data)
-        failures = [write.exception() for write in writes.values() if write.exception()]
-        staged = [
-            (write.result(), target) for target, write in writes.items() if not write.exception()
-        ]
-        try:
-            if failures:
-                raise failures[0]
-            for tmp, target in staged:
-                os.replace(tmp, target)
-                changed.add(target.parent)
-            self.sync_dirs(changed)
-        except BaseException:
-            for tmp, _ in staged:
-                Path(tmp).unlink(missing_ok=True)
-            raise
-        return list(files)
+        return StagedFiles(self, list(files), writes, changed)
 
     def write_temp(self, target, data):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
