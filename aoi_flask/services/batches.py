@@ -231,14 +231,19 @@ def work_item(results, item_id, attempt, slot_wait=None):
     return finish_item(item_id, attempt, "done")
 
 
+def update_own_run(item_id, attempt):
+    """An UPDATE of the item that applies only while run `attempt` still owns it (the
+    fence: a run taken over by another worker writes nothing)."""
+    return update(BatchItem).where(
+        BatchItem.id == item_id,
+        BatchItem.attempts == attempt,
+        BatchItem.state == "processing",
+    )
+
+
 def finish_item(item_id, attempt, state, code=None, message=None, *, finished=True, **values):
     db.session.execute(
-        update(BatchItem)
-        .where(
-            BatchItem.id == item_id,
-            BatchItem.attempts == attempt,
-            BatchItem.state == "processing",
-        )
+        update_own_run(item_id, attempt)
         .values(
             state=state,
             error_code=code,
@@ -418,12 +423,7 @@ def release_abandoned(item_id, attempt):
     harmless). A run stays counted in `attempts` (it may have reached the model)."""
     if attempt is not None:
         db.session.execute(
-            update(BatchItem)
-            .where(
-                BatchItem.id == item_id,
-                BatchItem.attempts == attempt,
-                BatchItem.state == "processing",
-            )
+            update_own_run(item_id, attempt)
             .values(state="queued")
             .execution_options(synchronize_session=False)
         )
