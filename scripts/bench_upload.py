@@ -49,10 +49,9 @@ import bench_common as bc  # noqa: E402
 import model_stub  # noqa: E402
 
 from aoi_flask.services.imaging import png_size  # noqa: E402
-from aoi_flask.services.segformer import decode_base64, parse_json  # noqa: E402
+from aoi_flask.services.segformer import RESULT_IMAGES, decode_base64, parse_json  # noqa: E402
 
 TARGETS = {"p50": 60.0, "p95": 100.0, "ratio": 1.5, "batch_cpu": 80.0, "rss_ratio": 3.0}
-IMAGE_KEYS = ("combined_image", "mask_image", "overlay_image")
 
 
 def parse_args(argv=None):
@@ -111,7 +110,7 @@ def floor_once(answer_bytes, input_bytes, folder):
     steps = {}
     steps["json parse"], body = timed(lambda: parse_json(answer_bytes))
     steps["base64 decode"], pngs = timed(
-        lambda: [decode_base64(body[key], key) for key in IMAGE_KEYS]
+        lambda: [decode_base64(body[key], key) for key in RESULT_IMAGES.values()]
     )
     steps["PNG check (CRCs, inflate)"], _ = timed(lambda: [png_size(png) for png in pngs])
     steps["thumbnail"], thumb = timed(lambda: thumbnail(input_bytes))

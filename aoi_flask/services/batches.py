@@ -168,7 +168,7 @@ def run_item(results, item_id, *, lease=None, slot_wait=None):
     back to the queue and "busy" is returned."""
     attempt = claim_item(item_id, lease)
     if attempt is None:
-        return db.session.scalar(select(BatchItem.state).where(BatchItem.id == item_id))
+        return item_state(item_id)
     return work_item(results, item_id, attempt, slot_wait)
 
 
@@ -255,7 +255,7 @@ def finish_item(item_id, attempt, state, code=None, message=None, *, finished=Tr
     )
     commit_or_raise()
     db.session.expire_all()
-    return db.session.scalar(select(BatchItem.state).where(BatchItem.id == item_id))
+    return item_state(item_id)
 
 
 @dataclass
@@ -428,14 +428,17 @@ def release_abandoned(item_id, attempt):
             .execution_options(synchronize_session=False)
         )
     commit_or_raise()
-    state = db.session.scalar(select(BatchItem.state).where(BatchItem.id == item_id))
-    return state == "queued"
+    return item_state(item_id) == "queued"
+
+
+def item_state(item_id):
+    """The item's state as the database has it now (None: no such item)."""
+    return db.session.scalar(select(BatchItem.state).where(BatchItem.id == item_id))
 
 
 def is_finished(item_id):
     """Done or failed (or gone): nothing runs it any more."""
-    state = db.session.scalar(select(BatchItem.state).where(BatchItem.id == item_id))
-    return state not in ("queued", "processing")
+    return item_state(item_id) not in ("queued", "processing")
 
 
 def orphaned_item_ids(lease):
